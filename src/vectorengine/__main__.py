@@ -1,0 +1,3 @@
+from vectorengine.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""The gateway as an RSGI application: routing by path, and the worker's start and stop.
+
+No web framework: the relay endpoints are dispatched by an exact-path dict lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from typing import Any
+
+from vectorengine.errors import GatewayError, Kind
+from vectorengine.http import openai as openai_http
+from vectorengine.http.admin_api import AdminAPI
+from vectorengine.http.rsgi import send_error, send_json
+from vectorengine.keys import hash_key
+from vectorengine.relay import Relay
+from vectorengine.settings import Settings, decode_settings
+from vectorengine.store.repository import Store
+from vectorengine.store.snapshot import SnapshotHolder
+from vectorengine.store.usage_writer import UsageWriter
+from vectorengine.upstreams.transport import PyreqwestTransport, Transport
+
+log = logging.getLogger(__name__)
+
+SETTINGS_ENV = "VE_SETTINGS_JSON"
+SIMULATOR_PREFIX = "/_simulator"
+ADMIN_KEY_META = "admin_key_hash"
+
+
+class _PrefixScope:
+    """A view of an RSGI scope with a path prefix removed (for the mounted demo simulator)."""
+
+    def __init__(self, scope: Any, prefix: str) -> None:
+        self._scope = scope
+        self.path = scope.path[len(prefix) :] or "/"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scope, name)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self._transport = transport
+        self._ids = itertools.count(1)
+        self._id_prefix = "req_" + os.urandom(5).hex()
+        self.inflight = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._simulator: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        s = self.settings
+        self.store = Store.from_url(s.database)
+        self.snapshots = SnapshotHolder(self.store, s.snapshot_poll_s)
+        await self.snapshots.load()
+        self.usage = UsageWriter(
+            self.store, batch_size=s.usage.batch_size, flush_interval_s=s.usage.flush_interval_ms / 1000
+        )
+        self.usage.start()
+        if self._transport is None:
+            self._transport = PyreqwestTransport(
+                connect_timeout_s=s.upstream.connect_timeout_s,
+                timeout_s=s.upstream.timeout_s,
+                max_connections=s.upstream.max_connections,
+            )
+        self.relay = Relay(self.snapshots, self._transport, self.usage)
+        admin_hash = hash_key(s.admin_key) if s.admin_key else await self.store.get_meta(ADMIN_KEY_META)
+        self.admin = AdminAPI(self.store, self.snapshots, admin_hash, s.max_body_bytes)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.snapshots.run(), name="snapshot-poll"))
+        if s.demo:
+            from vectorengine.simulator import OpenAISimulator
+
+            self._simulator = OpenAISimulator()
+
+    async def shutdown(self) -> None:
+        """Let in-flight requests finish, then write every queued usage record."""
+        deadline = asyncio.get_running_loop().time() + self.settings.usage.shutdown_timeout_s
+        while self.inflight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.usage.close(self.settings.usage.shutdown_timeout_s)
+        if self._transport is not None:
+            await self._transport.close()
+        await self.store.close()
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.startup())
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.shutdown())
+
+    # -- requests --------------------------------------------------------------------------
+
+    def next_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):012x}"
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        if scope.proto != "http":
+            return
+        self.inflight += 1
+        try:
+            await self._dispatch(scope, protocol)
+        except Exception:
+            # Never a stack trace to the client: log it, answer with the internal-error envelope
+            # (if the response has already started, the peer just sees the stream end).
+            log.exception("unhandled error on %s %s", scope.method, scope.path)
+            with contextlib.suppress(Exception):
+                _error(protocol, "-", Kind.INTERNAL, "The gateway hit an internal error; it has been logged.")
+        finally:
+            self.inflight -= 1
+
+    async def _dispatch(self, scope: Any, protocol: Any) -> None:
+        path: str = scope.path
+        request_id = self.next_request_id()
+        endpoint = openai_http.RELAY_ROUTES.get(path)
+        if endpoint is not None:
+            if scope.method != "POST":
+                return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use POST for {path}.")
+            await openai_http.relay_request(
+                self.relay, endpoint, scope, protocol, request_id, self.settings.max_body_bytes
+            )
+        elif path == "/v1/models" or path.startswith("/v1/models/"):
+            if scope.method != "GET":
+                return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use GET for {path}.")
+            model_id = path[len("/v1/models/") :] or None if path != "/v1/models" else None
+            openai_http.models(self.snapshots, scope, protocol, request_id, model_id)
+        elif path.startswith("/api/"):
+            await self.admin(scope, protocol, request_id)
+        elif path in ("/health", "/healthz"):
+            send_json(protocol, 200, {"status": "ok", "revision": self.snapshots.current.revision}, [])
+        elif self._simulator is not None and path.startswith(SIMULATOR_PREFIX + "/"):
+            await self._simulator.__rsgi__(_PrefixScope(scope, SIMULATOR_PREFIX), protocol)
+        else:
+            _error(protocol, request_id, Kind.ROUTE_NOT_FOUND, f"Invalid URL ({scope.method} {path})")
+
+
+def _error(protocol: Any, request_id: str, kind: Kind, message: str) -> None:
+    send_error(protocol, GatewayError(kind, message), [("x-request-id", request_id)])
+
+
+def from_env() -> Gateway:
+    """Granian worker factory: the settings were validated by ``vectorengine serve``."""
+    return Gateway(decode_settings(os.environ[SETTINGS_ENV]))

@@ -1,0 +1,330 @@
+"""The ``vectorengine`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import orjson
+
+from vectorengine.settings import ConfigError, Settings, encode_settings, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        sys.exit(2)
+    try:
+        args.run(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vectorengine", description="Self-hosted AI API gateway.")
+    sub = p.add_subparsers(title="commands")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", help="YAML config file (default: ./vectorengine.yaml if present)")
+        return sp
+
+    s = with_config(sub.add_parser("serve", help="run the gateway"))
+    s.add_argument("--listen", help="HOST:PORT (overrides the config)")
+    s.add_argument("--workers", type=int, help="worker processes (overrides the config)")
+    s.set_defaults(run=_serve)
+
+    m = with_config(sub.add_parser("migrate", help="create or upgrade the database schema"))
+    m.set_defaults(run=_migrate)
+
+    tok = sub.add_parser("token", help="manage API keys").add_subparsers(title="token commands")
+    tc = with_config(tok.add_parser("create", help="create a key (shown once)"))
+    tc.add_argument("--name", required=True)
+    tc.add_argument("--models", help="comma-separated allow-list (default: every model)")
+    tc.add_argument("--key", help="use this key instead of a generated one (automation)")
+    tc.add_argument("--expires-in-days", type=float)
+    tc.set_defaults(run=_token_create)
+    tl = with_config(tok.add_parser("list", help="list keys (never shows them)"))
+    tl.set_defaults(run=_token_list)
+    td = with_config(tok.add_parser("disable", help="disable a key by id or name"))
+    td.add_argument("token")
+    td.set_defaults(run=_token_disable)
+
+    ch = sub.add_parser("channel", help="manage upstream channels").add_subparsers(title="channel commands")
+    ca = with_config(ch.add_parser("add", help="add a channel"))
+    ca.add_argument("--name", required=True)
+    ca.add_argument("--type", default="openai")
+    ca.add_argument("--base-url", required=True)
+    ca.add_argument("--key", action="append", required=True, dest="keys", help="upstream key (repeatable)")
+    ca.add_argument("--model", action="append", required=True, dest="models", help="model (repeatable)")
+    ca.add_argument("--map", action="append", default=[], help="MODEL=UPSTREAM_MODEL (repeatable)")
+    ca.add_argument("--priority", type=int, default=0)
+    ca.add_argument("--weight", type=int, default=1)
+    ca.set_defaults(run=_channel_add)
+    cl = with_config(ch.add_parser("list", help="list channels"))
+    cl.set_defaults(run=_channel_list)
+    ct = with_config(ch.add_parser("test", help="send one request through a channel, bypassing routing"))
+    ct.add_argument("channel", help="channel id or name")
+    ct.add_argument("--model", help="model to test (default: the channel's first)")
+    ct.set_defaults(run=_channel_test)
+
+    sim = sub.add_parser("simulate", help="run the built-in fake OpenAI upstream")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=18000)
+    sim.add_argument("--latency-ms", type=float, default=0.0)
+    sim.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    sim.set_defaults(run=_simulate)
+    return p
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    from vectorengine.app import SETTINGS_ENV
+    from vectorengine.bootstrap import bootstrap
+
+    settings = _settings(args)
+    overrides: dict[str, Any] = {}
+    if args.listen:
+        overrides["listen"] = args.listen
+    if args.workers:
+        overrides["workers"] = args.workers
+    if overrides:
+        settings = msgspec.structs.replace(settings, **overrides)
+    boot = asyncio.run(bootstrap(settings))
+    eff = boot.settings
+    shown_host = eff.host if eff.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    lines = [f"VectorEngine listening on http://{shown_host}:{eff.port}  (database: {_redact(eff.database)})"]
+    if boot.demo:
+        lines.append(
+            "DEMO MODE: no provider is configured, so the `demo` channel answers from the built-in "
+            "simulator (not a real model). Set OPENAI_API_KEY or add channels to a config file."
+        )
+    if boot.admin_key:
+        lines.append(f"Admin key (shown once, keep it): {boot.admin_key}")
+    for name, key in boot.new_token_keys.items():
+        lines.append(f"API key for token '{name}' (shown once, keep it): {key}")
+    if boot.demo and boot.new_token_keys:
+        key = next(iter(boot.new_token_keys.values()))
+        lines.append(
+            f"Try it:  curl http://{shown_host}:{eff.port}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+            '-H \'Content-Type: application/json\' -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}\''
+        )
+    print("\n".join(lines), flush=True)
+    os.environ[SETTINGS_ENV] = encode_settings(eff).decode()
+    Granian(
+        "vectorengine.app:from_env",
+        address=eff.host,
+        port=eff.port,
+        interface=Interfaces.RSGI,
+        workers=eff.workers,
+        factory=True,
+        loop=Loops.auto,
+        log_access=False,
+        backlog=2048,
+    ).serve()
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from vectorengine.store.engine import migrate
+
+    migrate(_settings(args).database)
+    print("database is up to date")
+
+
+# -- tokens and channels -------------------------------------------------------------------------
+
+
+async def _with_store(args: argparse.Namespace, fn: Any) -> Any:
+    from vectorengine.store.engine import migrate_async
+    from vectorengine.store.repository import Store
+
+    settings = _settings(args)
+    await migrate_async(settings.database)
+    store = Store.from_url(settings.database)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def _token_create(args: argparse.Namespace) -> None:
+    from vectorengine.keys import generate_key, hash_key, key_hint
+
+    key = args.key or generate_key()
+    if len(key) < 16:
+        raise _UsageError("--key must be at least 16 characters")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    expires = int((time.time() + args.expires_in_days * 86400) * 1000) if args.expires_in_days else None
+
+    async def run(store: Any) -> Any:
+        try:
+            return await store.create_token(
+                name=args.name,
+                key_hash=hash_key(key),
+                key_hint=key_hint(key),
+                models=models,
+                expires_at=expires,
+            )
+        except KeyError:
+            raise _UsageError("that key is already in use") from None
+
+    tok = asyncio.run(_with_store(args, run))
+    print(f"token {tok.id} '{tok.name}' created. Its key is shown only now:\n{key}")
+
+
+def _token_list(args: argparse.Namespace) -> None:
+    async def run(store: Any) -> Any:
+        return await store.list_tokens()
+
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "key": t.key_hint,
+            "enabled": t.enabled,
+            "models": ",".join(t.models) if t.models else "*",
+            "expires": time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.expires_at / 1000))
+            if t.expires_at
+            else "-",
+        }
+        for t in asyncio.run(_with_store(args, run))
+    ]
+    _table(rows, ["id", "name", "key", "enabled", "models", "expires"])
+
+
+def _token_disable(args: argparse.Namespace) -> None:
+    async def run(store: Any) -> Any:
+        tokens = await store.list_tokens()
+        match = [t for t in tokens if str(t.id) == args.token or t.name == args.token]
+        if len(match) != 1:
+            raise _UsageError(f"{len(match)} tokens match {args.token!r}; give the id")
+        return await store.update_token(match[0].id, {"enabled": False})
+
+    tok = asyncio.run(_with_store(args, run))
+    print(f"token {tok.id} '{tok.name}' disabled")
+
+
+def _channel_add(args: argparse.Namespace) -> None:
+    from vectorengine.settings import ChannelConfig
+
+    model_map = {}
+    for item in args.map:
+        model, sep, upstream = item.partition("=")
+        if not sep:
+            raise _UsageError(f"--map expects MODEL=UPSTREAM_MODEL, got {item!r}")
+        model_map[model] = upstream
+    raw = {
+        "name": args.name,
+        "type": args.type,
+        "base_url": args.base_url,
+        "keys": args.keys,
+        "models": args.models,
+        "model_map": model_map,
+        "priority": args.priority,
+        "weight": args.weight,
+    }
+    from vectorengine.settings import parse_settings
+
+    parse_settings({"channels": [raw]})  # same validation as the config file
+    fields = msgspec.structs.asdict(msgspec.convert(raw, ChannelConfig))
+
+    async def run(store: Any) -> Any:
+        try:
+            return await store.create_channel(fields, managed_by="api")
+        except KeyError:
+            raise _UsageError(f"a channel named {args.name!r} already exists") from None
+
+    ch = asyncio.run(_with_store(args, run))
+    print(f"channel {ch.id} '{ch.name}' added")
+
+
+def _channel_list(args: argparse.Namespace) -> None:
+    async def run(store: Any) -> Any:
+        return await store.list_channels()
+
+    rows = [
+        {
+            "id": c.id,
+            "name": c.name,
+            "type": c.type,
+            "base_url": c.base_url,
+            "keys": len(c.keys),
+            "models": ",".join(c.models),
+            "priority": c.priority,
+            "weight": c.weight,
+            "enabled": c.enabled,
+        }
+        for c in asyncio.run(_with_store(args, run))
+    ]
+    _table(rows, ["id", "name", "type", "base_url", "keys", "models", "priority", "weight", "enabled"])
+
+
+def _channel_test(args: argparse.Namespace) -> None:
+    from vectorengine.channel_test import probe_channel
+
+    async def run(store: Any) -> Any:
+        channels = await store.list_channels()
+        match = [c for c in channels if str(c.id) == args.channel or c.name == args.channel]
+        if not match:
+            raise _UsageError(f"no channel {args.channel!r}")
+        return await probe_channel(match[0], args.model)
+
+    results = asyncio.run(_with_store(args, run))
+    ok = True
+    for r in results:
+        ok = ok and r.ok
+        print(f"key #{r.key_index}: HTTP {r.status} in {r.latency_ms:.0f} ms  {r.detail}")
+    if not ok:
+        sys.exit(1)
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from vectorengine.simulator import SimulatorConfig, serve
+
+    serve(
+        args.host, args.port, SimulatorConfig(latency_ms=args.latency_ms, chunk_delay_ms=args.chunk_delay_ms)
+    )
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+
+
+def _json(obj: Any) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode()

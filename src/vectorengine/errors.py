@@ -1,0 +1,129 @@
+"""The closed error vocabulary, and its one mapping to HTTP statuses and client envelopes.
+
+Every failure the gateway reports is a :class:`GatewayError` carrying one :class:`Kind`.
+A kind belongs to exactly one :class:`Fault` (who is to blame) and maps to exactly one
+HTTP status and OpenAI ``type``/``code`` pair in :data:`_TABLE`. Nothing else in the code
+base picks statuses or writes error envelopes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import orjson
+
+
+class Fault(enum.StrEnum):
+    CALLER = "caller"  # the request itself is wrong
+    POLICY = "policy"  # the request is fine but this key may not do it
+    UPSTREAM = "upstream"  # the provider failed or refused
+    GATEWAY = "gateway"  # we failed
+
+
+class Kind(enum.StrEnum):
+    # caller
+    INVALID_JSON = "invalid_json"
+    INVALID_REQUEST = "invalid_request"
+    BODY_TOO_LARGE = "body_too_large"
+    ROUTE_NOT_FOUND = "route_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    MODEL_NOT_FOUND = "model_not_found"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    # policy
+    MISSING_API_KEY = "missing_api_key"
+    INVALID_API_KEY = "invalid_api_key"
+    KEY_DISABLED = "key_disabled"
+    KEY_EXPIRED = "key_expired"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    # upstream
+    UPSTREAM_STATUS = "upstream_status"  # the provider answered with an error status
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_BAD_RESPONSE = "upstream_bad_response"
+    UPSTREAM_STREAM_BROKEN = "upstream_stream_broken"
+    NO_CAPACITY = "no_capacity"
+    # gateway
+    CLIENT_ABORTED = "client_aborted"  # not sent to anyone; recorded
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    fault: Fault
+    status: int
+    type: str
+    code: str | None
+
+
+_TABLE: dict[Kind, _Row] = {
+    Kind.INVALID_JSON: _Row(Fault.CALLER, 400, "invalid_request_error", "invalid_json"),
+    Kind.INVALID_REQUEST: _Row(Fault.CALLER, 400, "invalid_request_error", "invalid_value"),
+    Kind.BODY_TOO_LARGE: _Row(Fault.CALLER, 413, "invalid_request_error", "request_too_large"),
+    Kind.ROUTE_NOT_FOUND: _Row(Fault.CALLER, 404, "invalid_request_error", "unknown_url"),
+    Kind.METHOD_NOT_ALLOWED: _Row(Fault.CALLER, 405, "invalid_request_error", "method_not_allowed"),
+    Kind.MODEL_NOT_FOUND: _Row(Fault.CALLER, 404, "invalid_request_error", "model_not_found"),
+    Kind.NOT_FOUND: _Row(Fault.CALLER, 404, "invalid_request_error", "not_found"),
+    Kind.CONFLICT: _Row(Fault.CALLER, 409, "invalid_request_error", "conflict"),
+    Kind.MISSING_API_KEY: _Row(Fault.POLICY, 401, "invalid_request_error", "missing_api_key"),
+    Kind.INVALID_API_KEY: _Row(Fault.POLICY, 401, "invalid_request_error", "invalid_api_key"),
+    Kind.KEY_DISABLED: _Row(Fault.POLICY, 401, "invalid_request_error", "api_key_disabled"),
+    Kind.KEY_EXPIRED: _Row(Fault.POLICY, 401, "invalid_request_error", "api_key_expired"),
+    Kind.MODEL_NOT_ALLOWED: _Row(Fault.POLICY, 403, "permission_error", "model_not_allowed"),
+    Kind.UPSTREAM_STATUS: _Row(Fault.UPSTREAM, 502, "upstream_error", "upstream_error"),
+    Kind.UPSTREAM_TIMEOUT: _Row(Fault.UPSTREAM, 504, "upstream_error", "upstream_timeout"),
+    Kind.UPSTREAM_UNREACHABLE: _Row(Fault.UPSTREAM, 502, "upstream_error", "upstream_unreachable"),
+    Kind.UPSTREAM_BAD_RESPONSE: _Row(Fault.UPSTREAM, 502, "upstream_error", "upstream_bad_response"),
+    Kind.UPSTREAM_STREAM_BROKEN: _Row(Fault.UPSTREAM, 502, "upstream_error", "upstream_stream_broken"),
+    Kind.NO_CAPACITY: _Row(Fault.UPSTREAM, 503, "server_error", "no_capacity"),
+    Kind.CLIENT_ABORTED: _Row(Fault.CALLER, 499, "invalid_request_error", "client_aborted"),
+    Kind.INTERNAL: _Row(Fault.GATEWAY, 500, "server_error", "internal_error"),
+}
+
+
+class GatewayError(Exception):
+    """A failure with a kind from the closed vocabulary.
+
+    ``status`` overrides the table's status only for :attr:`Kind.UPSTREAM_STATUS`, where the
+    provider's own status is passed on; ``headers`` carries e.g. ``retry-after``.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.param = param
+        self.status = status if status is not None else _TABLE[kind].status
+        self.headers = headers
+        # An upstream's own OpenAI error envelope, passed on byte for byte to OpenAI clients.
+        self.passthrough: bytes | None = None
+
+    @property
+    def fault(self) -> Fault:
+        return _TABLE[self.kind].fault
+
+    def openai_body(self) -> bytes:
+        """The OpenAI error envelope ``{"error": {message, type, param, code}}``."""
+        if self.passthrough is not None:
+            return self.passthrough
+        row = _TABLE[self.kind]
+        return orjson.dumps(
+            {"error": {"message": self.message, "type": row.type, "param": self.param, "code": row.code}}
+        )
+
+
+def fault_of(kind: Kind) -> Fault:
+    return _TABLE[kind].fault
+
+
+def status_of(kind: Kind) -> int:
+    return _TABLE[kind].status

@@ -1,0 +1,387 @@
+"""The admin API (``/api/...``): channels, tokens and usage records.
+
+Off the relay's hot path: handlers talk to the store directly, then reload the snapshot so
+the change applies at once. The route table below is also the source of the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from vectorengine.errors import GatewayError, Kind
+from vectorengine.http import admin_schema as s
+from vectorengine.http.rsgi import read_body, send_error
+from vectorengine.keys import generate_key, hash_key, key_hint
+from vectorengine.store.records import Channel, StoredUsage, Token, UsageFilter
+from vectorengine.store.repository import Store
+from vectorengine.store.snapshot import SnapshotHolder
+from vectorengine.upstreams.registry import UPSTREAM_TYPES
+
+_ENCODER = msgspec.json.Encoder()
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class AdminRequest:
+    method: str
+    path_params: dict[str, str]
+    query: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: Any = None  # a msgspec struct / JSON-able object; None with 204
+
+
+Handler = Callable[["AdminAPI", AdminRequest], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str  # with {param} placeholders
+    handler: Handler
+    summary: str
+    request: type | None = None
+    response: type | None = None
+    status: int = 200
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+
+
+class AdminAPI:
+    def __init__(
+        self, store: Store, snapshots: SnapshotHolder, admin_key_hash: str | None, max_body: int
+    ) -> None:
+        self.store = store
+        self.snapshots = snapshots
+        self.admin_key_hash = admin_key_hash
+        self.max_body = max_body
+        self._compiled = [(r, r.pattern) for r in ROUTES]
+
+    async def __call__(self, scope: Any, protocol: Any, request_id: str) -> None:
+        rid = [("x-request-id", request_id)]
+        try:
+            if scope.path == "/api/openapi.json":
+                from vectorengine.http.openapi import document
+
+                _send(protocol, Reply(200, document()), rid)
+                return
+            self._authorize(scope.headers.get("authorization"))
+            route, params = self._match(scope.method, scope.path)
+            body = (
+                await read_body(scope, protocol, self.max_body) if scope.method in ("POST", "PATCH") else b""
+            )
+            query = dict(parse_qsl(scope.query_string, keep_blank_values=False))
+            reply = await route.handler(self, AdminRequest(scope.method, params, query, body))
+            _send(protocol, reply, rid)
+        except GatewayError as err:
+            send_error(protocol, err, rid)
+
+    def _authorize(self, authorization: str | None) -> None:
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise GatewayError(Kind.MISSING_API_KEY, "The admin API needs Authorization: Bearer <admin key>.")
+        if self.admin_key_hash is None or not hmac.compare_digest(hash_key(key.strip()), self.admin_key_hash):
+            raise GatewayError(Kind.INVALID_API_KEY, "Incorrect admin key.")
+
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        path_matched = False
+        for route, pattern in self._compiled:
+            m = pattern.match(path)
+            if m is None:
+                continue
+            path_matched = True
+            if route.method == method:
+                return route, m.groupdict()
+        if path_matched:
+            raise GatewayError(Kind.METHOD_NOT_ALLOWED, f"Method {method} is not allowed on {path}.")
+        raise GatewayError(Kind.ROUTE_NOT_FOUND, f"Unknown admin URL: {method} {path}")
+
+
+def _send(protocol: Any, reply: Reply, headers: list[tuple[str, str]]) -> None:
+    if reply.body is None:
+        protocol.response_empty(reply.status, headers)
+        return
+    protocol.response_bytes(
+        reply.status, [*headers, ("content-type", "application/json")], _ENCODER.encode(reply.body)
+    )
+
+
+def _decode(body: bytes, typ: type[_T]) -> _T:
+    try:
+        return msgspec.json.decode(body or b"{}", type=typ)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        m = re.search(r"at `\$\.?([^`]*)`", message)
+        raise GatewayError(Kind.INVALID_REQUEST, message, param=m.group(1) if m else None) from None
+    except msgspec.DecodeError as exc:
+        raise GatewayError(Kind.INVALID_JSON, f"The request body is not valid JSON: {exc}") from None
+
+
+def _int_param(req: AdminRequest, name: str, value: str | None = None) -> int:
+    raw = value if value is not None else req.path_params.get(name, "")
+    try:
+        return int(raw)
+    except ValueError:
+        raise GatewayError(Kind.INVALID_REQUEST, f"`{name}` must be an integer.", param=name) from None
+
+
+def _set_fields(patch: msgspec.Struct) -> dict[str, Any]:
+    return {f: v for f in patch.__struct_fields__ if (v := getattr(patch, f)) is not msgspec.UNSET}
+
+
+# -- channels --------------------------------------------------------------------------------
+
+
+def _channel_out(ch: Channel) -> s.ChannelOut:
+    return s.ChannelOut(
+        id=ch.id,
+        name=ch.name,
+        type=ch.type,
+        base_url=ch.base_url,
+        keys=[key_hint(k) for k in ch.keys],
+        key_count=len(ch.keys),
+        models=list(ch.models),
+        model_map=ch.model_map,
+        priority=ch.priority,
+        weight=ch.weight,
+        enabled=ch.enabled,
+        managed_by=ch.managed_by,
+        created_at=ch.created_at,
+        updated_at=ch.updated_at,
+    )
+
+
+def _check_channel(fields: dict[str, Any], models: list[str] | tuple[str, ...]) -> None:
+    if "type" in fields and fields["type"] not in UPSTREAM_TYPES:
+        raise GatewayError(Kind.INVALID_REQUEST, f"Unknown upstream type {fields['type']!r}.", param="type")
+    for model in fields.get("model_map", {}):
+        if model not in models:
+            raise GatewayError(
+                Kind.INVALID_REQUEST,
+                f"model_map key {model!r} is not one of the channel's models.",
+                param="model_map",
+            )
+
+
+async def list_channels(api: AdminAPI, req: AdminRequest) -> Reply:
+    return Reply(200, [_channel_out(c) for c in await api.store.list_channels()])
+
+
+async def create_channel(api: AdminAPI, req: AdminRequest) -> Reply:
+    body = _decode(req.body, s.ChannelCreate)
+    fields = msgspec.structs.asdict(body)
+    _check_channel(fields, body.models)
+    try:
+        ch = await api.store.create_channel(fields)
+    except KeyError:
+        raise GatewayError(
+            Kind.CONFLICT, f"A channel named {body.name!r} already exists.", param="name"
+        ) from None
+    await api.snapshots.load()
+    return Reply(201, _channel_out(ch))
+
+
+async def get_channel(api: AdminAPI, req: AdminRequest) -> Reply:
+    ch = await api.store.get_channel(_int_param(req, "id"))
+    if ch is None:
+        raise GatewayError(Kind.NOT_FOUND, "No such channel.")
+    return Reply(200, _channel_out(ch))
+
+
+async def patch_channel(api: AdminAPI, req: AdminRequest) -> Reply:
+    channel_id = _int_param(req, "id")
+    changes = _set_fields(_decode(req.body, s.ChannelPatch))
+    current = await api.store.get_channel(channel_id)
+    if current is None:
+        raise GatewayError(Kind.NOT_FOUND, "No such channel.")
+    models = changes.get("models", current.models)
+    _check_channel({"model_map": changes.get("model_map", current.model_map), **changes}, models)
+    try:
+        ch = await api.store.update_channel(channel_id, changes)
+    except KeyError:
+        raise GatewayError(Kind.CONFLICT, "A channel with that name already exists.", param="name") from None
+    if ch is None:
+        raise GatewayError(Kind.NOT_FOUND, "No such channel.")
+    await api.snapshots.load()
+    return Reply(200, _channel_out(ch))
+
+
+async def delete_channel(api: AdminAPI, req: AdminRequest) -> Reply:
+    if not await api.store.delete_channel(_int_param(req, "id")):
+        raise GatewayError(Kind.NOT_FOUND, "No such channel.")
+    await api.snapshots.load()
+    return Reply(204)
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def _token_out(tok: Token) -> s.TokenOut:
+    return s.TokenOut(
+        id=tok.id,
+        name=tok.name,
+        key_hint=tok.key_hint,
+        models=list(tok.models) if tok.models is not None else None,
+        enabled=tok.enabled,
+        expires_at=tok.expires_at // 1000 if tok.expires_at is not None else None,
+        managed_by=tok.managed_by,
+        created_at=tok.created_at,
+        updated_at=tok.updated_at,
+    )
+
+
+async def list_tokens(api: AdminAPI, req: AdminRequest) -> Reply:
+    return Reply(200, [_token_out(t) for t in await api.store.list_tokens()])
+
+
+async def create_token(api: AdminAPI, req: AdminRequest) -> Reply:
+    body = _decode(req.body, s.TokenCreate)
+    key = body.key or generate_key()
+    try:
+        tok = await api.store.create_token(
+            name=body.name,
+            key_hash=hash_key(key),
+            key_hint=key_hint(key),
+            models=body.models,
+            enabled=body.enabled,
+            expires_at=body.expires_at * 1000 if body.expires_at is not None else None,
+        )
+    except KeyError:
+        raise GatewayError(Kind.CONFLICT, "That key is already in use.", param="key") from None
+    await api.snapshots.load()
+    out = _token_out(tok)
+    return Reply(201, s.TokenCreated(**msgspec.structs.asdict(out), key=key))
+
+
+async def patch_token(api: AdminAPI, req: AdminRequest) -> Reply:
+    changes = _set_fields(_decode(req.body, s.TokenPatch))
+    if changes.get("expires_at") is not None:
+        changes["expires_at"] *= 1000
+    tok = await api.store.update_token(_int_param(req, "id"), changes)
+    if tok is None:
+        raise GatewayError(Kind.NOT_FOUND, "No such token.")
+    await api.snapshots.load()
+    return Reply(200, _token_out(tok))
+
+
+async def delete_token(api: AdminAPI, req: AdminRequest) -> Reply:
+    if not await api.store.delete_token(_int_param(req, "id")):
+        raise GatewayError(Kind.NOT_FOUND, "No such token.")
+    await api.snapshots.load()
+    return Reply(204)
+
+
+# -- usage -----------------------------------------------------------------------------------
+
+
+def _time_param(name: str, value: str | None) -> int | None:
+    """Unix seconds (int or float) or an ISO 8601 time → unix ms."""
+    if value is None:
+        return None
+    try:
+        return int(float(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise GatewayError(
+            Kind.INVALID_REQUEST, f"`{name}` must be unix seconds or an ISO 8601 time.", param=name
+        ) from None
+    return int(dt.timestamp() * 1000)
+
+
+def _usage_out(u: StoredUsage) -> s.UsageOut:
+    return msgspec.convert(msgspec.structs.asdict(u), s.UsageOut)
+
+
+async def list_usage(api: AdminAPI, req: AdminRequest) -> Reply:
+    q = req.query
+    unknown = set(q) - {"token", "model", "channel", "status", "since", "until", "limit", "after"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise GatewayError(Kind.INVALID_REQUEST, f"Unknown query parameter `{name}`.", param=name)
+    limit = _int_param(req, "limit", q.get("limit", "100"))
+    if not 1 <= limit <= 1000:
+        raise GatewayError(Kind.INVALID_REQUEST, "`limit` must be between 1 and 1000.", param="limit")
+    flt = UsageFilter(
+        token_id=_int_param(req, "token", q["token"]) if "token" in q else None,
+        model=q.get("model"),
+        channel_id=_int_param(req, "channel", q["channel"]) if "channel" in q else None,
+        status=_int_param(req, "status", q["status"]) if "status" in q else None,
+        since_ms=_time_param("since", q.get("since")),
+        until_ms=_time_param("until", q.get("until")),
+    )
+    after = _int_param(req, "after", q["after"]) if "after" in q else None
+    rows = await api.store.query_usage(flt, limit=limit + 1, after=after)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    page = s.UsagePage(
+        data=[_usage_out(r) for r in rows], has_more=has_more, next_after=rows[-1].id if has_more else None
+    )
+    return Reply(200, page)
+
+
+async def get_usage(api: AdminAPI, req: AdminRequest) -> Reply:
+    row = await api.store.get_usage(req.path_params["request_id"])
+    if row is None:
+        raise GatewayError(Kind.NOT_FOUND, "No usage record with that request id.")
+    return Reply(200, _usage_out(row))
+
+
+_USAGE_QUERY = (
+    ("token", "integer", "token id"),
+    ("model", "string", "model name as the client asked for it"),
+    ("channel", "integer", "channel id"),
+    ("status", "integer", "HTTP status returned to the client"),
+    ("since", "string", "inclusive lower bound: unix seconds or ISO 8601"),
+    ("until", "string", "exclusive upper bound: unix seconds or ISO 8601"),
+    ("limit", "integer", "page size, 1-1000 (default 100)"),
+    ("after", "integer", "the `next_after` of the previous page"),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/channels", list_channels, "List channels", response=list[s.ChannelOut]),
+    Route("POST", "/api/channels", create_channel, "Create a channel", s.ChannelCreate, s.ChannelOut, 201),
+    Route("GET", "/api/channels/{id}", get_channel, "Get a channel", response=s.ChannelOut),
+    Route("PATCH", "/api/channels/{id}", patch_channel, "Change a channel", s.ChannelPatch, s.ChannelOut),
+    Route("DELETE", "/api/channels/{id}", delete_channel, "Delete a channel", status=204),
+    Route("GET", "/api/tokens", list_tokens, "List tokens (keys are never shown)", response=list[s.TokenOut]),
+    Route(
+        "POST",
+        "/api/tokens",
+        create_token,
+        "Create a token; its key is shown once",
+        s.TokenCreate,
+        s.TokenCreated,
+        201,
+    ),
+    Route(
+        "PATCH", "/api/tokens/{id}", patch_token, "Change a token (e.g. disable it)", s.TokenPatch, s.TokenOut
+    ),
+    Route("DELETE", "/api/tokens/{id}", delete_token, "Delete a token", status=204),
+    Route(
+        "GET",
+        "/api/usage",
+        list_usage,
+        "Usage records, newest first",
+        response=s.UsagePage,
+        query=_USAGE_QUERY,
+    ),
+    Route("GET", "/api/usage/{request_id}", get_usage, "One request's usage record", response=s.UsageOut),
+)

@@ -1,0 +1,72 @@
+"""The OpenAI-compatible surface: relay endpoints and the model list."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from vectorengine import auth
+from vectorengine.errors import GatewayError, Kind
+from vectorengine.http.rsgi import RSGIResponder, client_ip, read_body, send_error, send_json
+from vectorengine.protocol.openai import Endpoint
+from vectorengine.relay import Inbound, Relay
+from vectorengine.store.snapshot import SnapshotHolder
+
+RELAY_ROUTES: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint.CHAT,
+    "/v1/completions": Endpoint.COMPLETIONS,
+    "/v1/embeddings": Endpoint.EMBEDDINGS,
+}
+
+
+async def relay_request(
+    relay: Relay, endpoint: Endpoint, scope: Any, protocol: Any, request_id: str, max_body: int
+) -> None:
+    t0 = time.perf_counter()
+    headers = scope.headers
+    try:
+        body = await read_body(scope, protocol, max_body)
+    except GatewayError as err:
+        send_error(protocol, err, [("x-request-id", request_id)])
+        return
+    inbound = Inbound(
+        endpoint=endpoint,
+        body=body,
+        authorization=headers.get("authorization"),
+        request_id=request_id,
+        client_ip=client_ip(scope),
+        received_ms=time.time_ns() // 1_000_000,
+        t0=t0,
+    )
+    await relay.handle(inbound, RSGIResponder(protocol))
+
+
+def models(
+    snapshots: SnapshotHolder, scope: Any, protocol: Any, request_id: str, model_id: str | None
+) -> None:
+    """``GET /v1/models`` and ``GET /v1/models/{id}``: only what the calling token may use."""
+    rid = [("x-request-id", request_id)]
+    snapshot = snapshots.current
+    try:
+        token = auth.authenticate(
+            snapshot, auth.bearer(scope.headers.get("authorization")), time.time_ns() // 1_000_000
+        )
+        allowed = snapshot.models_for(token)
+        if model_id is None:
+            send_json(protocol, 200, {"object": "list", "data": [_model(snapshot, m) for m in allowed]}, rid)
+            return
+        if model_id not in allowed:
+            raise GatewayError(
+                Kind.MODEL_NOT_FOUND,
+                f"The model `{model_id}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        send_json(protocol, 200, _model(snapshot, model_id), rid)
+    except GatewayError as err:
+        send_error(protocol, err, rid)
+
+
+def _model(snapshot: Any, model: str) -> dict[str, Any]:
+    table = snapshot.routes[model]
+    created = min(c.channel.created_at for tier in table.tiers for c in tier.candidates) // 1000
+    return {"id": model, "object": "model", "created": created, "owned_by": "vectorengine"}

@@ -1,0 +1,82 @@
+"""Thin helpers over Granian's RSGI protocol: reading bodies with a limit, writing responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from vectorengine.errors import GatewayError, Kind
+from vectorengine.relay import ClientGone, ResponseHeaders
+
+JSON = "application/json"
+
+
+async def read_body(scope: Any, protocol: Any, limit: int) -> bytes:
+    """The whole request body, or 413 as soon as it is known to exceed ``limit`` bytes."""
+    length = scope.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise GatewayError(Kind.INVALID_REQUEST, "Invalid Content-Length header.") from None
+        if declared > limit:
+            raise _too_large(limit)
+        body: bytes = await protocol()
+        return body
+    parts: list[bytes] = []
+    size = 0
+    async for part in protocol:
+        size += len(part)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(Kind.BODY_TOO_LARGE, f"The request body exceeds the limit of {limit} bytes.")
+
+
+def client_ip(scope: Any) -> str | None:
+    client = scope.client
+    if not client:
+        return None
+    host, sep, port = str(client).rpartition(":")
+    return host.strip("[]") if sep and port.isdigit() else str(client)
+
+
+class _Sink:
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._transport.send_bytes(data)
+        except Exception as exc:  # Granian raises its ProtocolClosed when the peer is gone
+            raise ClientGone() from exc
+
+
+class RSGIResponder:
+    """The relay's view of an RSGI response."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def send(self, status: int, headers: ResponseHeaders, body: bytes) -> None:
+        self._protocol.response_bytes(status, headers, body)
+
+    def start_stream(self, status: int, headers: ResponseHeaders) -> _Sink:
+        return _Sink(self._protocol.response_stream(status, headers))
+
+
+def send_json(protocol: Any, status: int, obj: Any, headers: ResponseHeaders) -> None:
+    protocol.response_bytes(status, [*headers, ("content-type", JSON)], orjson.dumps(obj))
+
+
+def send_error(protocol: Any, err: GatewayError, headers: ResponseHeaders) -> None:
+    protocol.response_bytes(err.status, [*headers, *err.headers, ("content-type", JSON)], err.openai_body())

@@ -1,0 +1,224 @@
+"""OpenAI wire format (chat completions, completions, embeddings) for OpenAI-compatible upstreams.
+
+OpenAI in, OpenAI out: bytes pass through and are only *observed* (model, usage). A request
+body is re-encoded only when it must change (the model name is mapped, or the upstream must
+be asked for streamed usage the client did not request).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from vectorengine.protocol.usage import Usage
+
+
+class Endpoint(enum.Enum):
+    CHAT = "/chat/completions"
+    COMPLETIONS = "/completions"
+    EMBEDDINGS = "/embeddings"
+
+    @property
+    def path(self) -> str:
+        return "/v1" + self.value
+
+    @property
+    def streams(self) -> bool:
+        return self is not Endpoint.EMBEDDINGS
+
+
+_REQUIRED: dict[Endpoint, tuple[str, type | tuple[type, ...]]] = {
+    Endpoint.CHAT: ("messages", list),
+    Endpoint.COMPLETIONS: ("prompt", (str, list)),
+    Endpoint.EMBEDDINGS: ("input", (str, list)),
+}
+
+
+class DecodeError(ValueError):
+    def __init__(self, message: str, param: str | None = None, *, bad_json: bool = False) -> None:
+        super().__init__(message)
+        self.param = param
+        self.bad_json = bad_json
+
+
+@dataclass(slots=True)
+class Call:
+    """What the gateway needs to know of an inbound request; the body itself passes on."""
+
+    endpoint: Endpoint
+    model: str
+    stream: bool
+    include_usage: bool  # the client asked for the streamed usage chunk
+    body: dict[str, Any]
+    raw: bytes
+
+
+def decode(endpoint: Endpoint, raw: bytes) -> Call:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"We could not parse the JSON body of your request: {exc}", bad_json=True) from None
+    if not isinstance(body, dict):
+        raise DecodeError("The request body must be a JSON object.", bad_json=True)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise DecodeError("you must provide a model parameter", "model")
+    field, kind = _REQUIRED[endpoint]
+    if field not in body:
+        raise DecodeError(f"Missing required parameter: '{field}'.", field)
+    if not isinstance(body[field], kind):
+        raise DecodeError(f"Invalid type for '{field}'.", field)
+    if endpoint is Endpoint.CHAT and not body[field]:
+        raise DecodeError("'messages' must contain at least one message.", "messages")
+    stream = body.get("stream") is True and endpoint.streams
+    opts = body.get("stream_options")
+    include_usage = stream and isinstance(opts, dict) and opts.get("include_usage") is True
+    return Call(endpoint, model, stream, include_usage, body, raw)
+
+
+def encode_upstream(call: Call, upstream_model: str) -> bytes:
+    """The body to send upstream: the client's bytes, unless the model or usage option must change."""
+    needs_usage = call.stream and not call.include_usage
+    if upstream_model == call.model and not needs_usage:
+        return call.raw
+    body = dict(call.body)
+    body["model"] = upstream_model
+    if needs_usage:
+        opts = body.get("stream_options")
+        body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+    return orjson.dumps(body)
+
+
+def usage_from(obj: Any) -> Usage | None:
+    """Usage from a response object's ``usage`` member (chat, completions or embeddings)."""
+    if not isinstance(obj, dict):
+        return None
+    u = obj.get("usage")
+    if not isinstance(u, dict):
+        return None
+    pd = u.get("prompt_tokens_details")
+    cd = u.get("completion_tokens_details")
+    return Usage(
+        prompt_tokens=_int(u.get("prompt_tokens")),
+        completion_tokens=_int(u.get("completion_tokens")),
+        cached_tokens=_int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0,
+        reasoning_tokens=_int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0,
+    )
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def usage_from_body(raw: bytes | memoryview) -> tuple[Any, Usage | None]:
+    """Parse a JSON response body; (parsed object or None if it is not JSON, usage)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, None
+    return obj, usage_from(obj)
+
+
+def error_envelope(obj: Any) -> bool:
+    """True if ``obj`` is an OpenAI error envelope ``{"error": {...}}``."""
+    return isinstance(obj, dict) and isinstance(obj.get("error"), dict)
+
+
+_USAGE_NULL = (b',"usage":null', b', "usage": null', b',"usage": null')
+_CONTENT_MARKERS = (b'"content":"', b'"text":"', b'"tool_calls":[', b'"reasoning_content":"', b'"refusal":"')
+_EMPTY_MARKERS = (b'"content":""', b'"text":""', b'"reasoning_content":""', b'"refusal":""')
+
+
+class StreamObserver:
+    """Watches an OpenAI SSE stream on its way to the client.
+
+    ``feed`` takes upstream bytes and returns the bytes to forward. It records usage, the
+    ``[DONE]`` terminator, an in-band error and the first content event. With ``strip_usage``
+    (the gateway asked for usage the client did not), the usage chunk is removed and the
+    ``"usage":null`` members OpenAI adds to the other chunks are dropped, so the client
+    receives exactly what it would have without the gateway.
+    """
+
+    __slots__ = ("_buf", "content_seen", "done", "error", "events", "strip_usage", "usage")
+
+    def __init__(self, strip_usage: bool) -> None:
+        self.strip_usage = strip_usage
+        self._buf = b""
+        self.usage: Usage | None = None
+        self.done = False
+        self.error: dict[str, Any] | None = None
+        self.content_seen = False
+        self.events = 0
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        data = bytes(chunk)
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        buf = self._buf + data if self._buf else data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return b"" if self.strip_usage else data
+        complete, self._buf = buf[: end + 2], buf[end + 2 :]
+        if not self.strip_usage:
+            for event in complete.split(b"\n\n")[:-1]:
+                self._observe(event)
+            return data
+        out = []
+        for event in complete.split(b"\n\n")[:-1]:
+            kept = self._observe(event)
+            if kept is not None:
+                out.append(kept)
+                out.append(b"\n\n")
+        return b"".join(out)
+
+    def tail(self) -> bytes:
+        """Whatever is left unterminated at the end of the stream (forwarded as is)."""
+        rest, self._buf = self._buf, b""
+        return rest if self.strip_usage else b""
+
+    def _observe(self, event: bytes) -> bytes | None:
+        """Look at one event; return it (possibly rewritten) or None to drop it."""
+        self.events += 1
+        if not event.startswith(b"data:"):
+            return event
+        payload = event[5:].lstrip()
+        if payload.startswith(b"[DONE]"):
+            self.done = True
+            return event
+        if not self.content_seen and any(m in payload for m in _CONTENT_MARKERS):
+            self.content_seen = not any(m in payload for m in _EMPTY_MARKERS) or b'"tool_calls":[' in payload
+        if payload.startswith(b'{"error"'):
+            self._error(payload)
+            return event
+        if b'"usage":{' in payload or b'"usage": {' in payload:
+            return self._usage_event(event, payload)
+        if self.strip_usage:
+            for marker in _USAGE_NULL:
+                if marker in event:
+                    return event.replace(marker, b"")
+        return event
+
+    def _usage_event(self, event: bytes, payload: bytes) -> bytes | None:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        self.usage = usage_from(obj) or self.usage
+        if not self.strip_usage:
+            return event
+        if not obj.get("choices"):
+            return None  # the usage-only chunk the client did not ask for
+        del obj["usage"]  # usage riding on a content chunk (some compatible servers do this)
+        return b"data: " + orjson.dumps(obj)
+
+    def _error(self, payload: bytes) -> None:
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if error_envelope(obj):
+            self.error = obj["error"]

@@ -1,0 +1,196 @@
+"""Configuration: raw YAML → ``${ENV}`` substitution → validated → frozen.
+
+Unknown keys are errors naming their path (``$.channels[0].wieght``). The result is a tree
+of frozen ``msgspec`` structs, passed explicitly to whoever needs it; there are no
+module-level settings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import yaml
+
+from vectorengine.upstreams.registry import UPSTREAM_TYPES
+
+DEFAULT_DATABASE = "sqlite:///./data/vectorengine.db"
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_CONFIG_PATH = "vectorengine.yaml"
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending path."""
+
+
+class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    type: str = "openai"
+    base_url: str
+    keys: Annotated[list[str], msgspec.Meta(min_length=1)]
+    models: Annotated[list[str], msgspec.Meta(min_length=1)]
+    model_map: dict[str, str] = {}
+    priority: int = 0
+    weight: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 1
+    enabled: bool = True
+
+
+class TokenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    key: Annotated[str, msgspec.Meta(min_length=16, max_length=200)] | None = None
+    models: list[str] | None = None
+    enabled: bool = True
+    expires_at: int | None = None  # unix seconds
+
+
+class UsageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 250
+    shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+
+
+class UpstreamConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    listen: str = DEFAULT_LISTEN
+    database: str = DEFAULT_DATABASE
+    admin_key: str | None = None
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 20 * 1024 * 1024
+    snapshot_poll_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    demo: bool | None = None  # None: on when no channel is configured
+    usage: UsageConfig = UsageConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    channels: list[ChannelConfig] = []
+    tokens: list[TokenConfig] = []
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"$.listen: expected HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(node: Any, env: dict[str, str], path: str = "$") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a raw config tree.
+
+    A value that is exactly one reference to an unset variable becomes ``None`` (so an
+    optional setting such as ``admin_key`` counts as absent); an unset variable inside a
+    longer string is an error.
+    """
+    if isinstance(node, dict):
+        return {k: substitute_env(v, env, f"{path}.{k}") for k, v in node.items()}
+    if isinstance(node, list):
+        return [substitute_env(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+    whole = _ENV_REF.fullmatch(node)
+    if whole and whole.group(1) not in env and whole.group(2) is None:
+        return None
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _ENV_REF.sub(repl, node)
+
+
+def parse_settings(raw: Any, env: dict[str, str] | None = None) -> Settings:
+    """Validate a raw config tree (as loaded from YAML) into frozen :class:`Settings`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("$: the configuration must be a mapping")
+    raw = substitute_env(raw, dict(os.environ) if env is None else env)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_friendly(str(exc))) from None
+    _check(settings)
+    return settings
+
+
+def load_settings(path: str | Path | None, env: dict[str, str] | None = None) -> Settings:
+    """Load settings from ``path``; ``None`` means ``./vectorengine.yaml`` if present, else defaults."""
+    if path is None:
+        path = Path(DEFAULT_CONFIG_PATH)
+        if not path.exists():
+            return parse_settings({}, env)
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_settings(raw, env)
+
+
+def _friendly(message: str) -> str:
+    # msgspec: "Object contains unknown field `wieght` - at `$.channels[0]`"
+    m = re.match(r"(.*) - at `(\$[^`]*)`$", message)
+    if not m:
+        return message
+    what, where = m.groups()
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", what)
+    if unknown:
+        return f"{where}.{unknown.group(1)}: unknown key"
+    return f"{where}: {what}"
+
+
+def _check(settings: Settings) -> None:
+    split_listen(settings.listen)
+    seen: set[str] = set()
+    for i, ch in enumerate(settings.channels):
+        where = f"$.channels[{i}]"
+        if ch.name in seen:
+            raise ConfigError(f"{where}.name: duplicate channel name {ch.name!r}")
+        seen.add(ch.name)
+        if ch.type not in UPSTREAM_TYPES:
+            known = ", ".join(sorted(UPSTREAM_TYPES))
+            raise ConfigError(f"{where}.type: unknown upstream type {ch.type!r} (known: {known})")
+        if not ch.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.base_url: must start with http:// or https://")
+        for model in ch.model_map:
+            if model not in ch.models:
+                raise ConfigError(f"{where}.model_map.{model}: not one of this channel's models")
+    names: set[str] = set()
+    for i, tok in enumerate(settings.tokens):
+        if tok.name in names:
+            raise ConfigError(f"$.tokens[{i}].name: duplicate token name {tok.name!r}")
+        names.add(tok.name)
+    if not settings.database.startswith(("sqlite", "postgresql", "postgres")):
+        raise ConfigError("$.database: expected a sqlite:/// or postgresql+asyncpg:// URL")
+
+
+def encode_settings(settings: Settings) -> bytes:
+    return msgspec.json.encode(settings)
+
+
+def decode_settings(data: bytes | str) -> Settings:
+    return msgspec.json.decode(data, type=Settings)

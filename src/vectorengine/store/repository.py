@@ -1,0 +1,350 @@
+"""The store: every SQL statement the gateway runs lives in this module."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from vectorengine.store import schema
+from vectorengine.store.engine import create_engine
+from vectorengine.store.records import Channel, StoredUsage, Token, UsageFilter, UsageRecord
+
+log = logging.getLogger(__name__)
+
+_CHANNEL_FIELDS = frozenset(
+    {"name", "type", "base_url", "keys", "models", "model_map", "priority", "weight", "enabled"}
+)
+_TOKEN_FIELDS = frozenset({"name", "models", "enabled", "expires_at"})
+_USAGE_COLUMNS = tuple(f for f in UsageRecord.__struct_fields__)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _channel(row: Any) -> Channel:
+    m = row._mapping
+    return Channel(
+        id=m["id"],
+        name=m["name"],
+        type=m["type"],
+        base_url=m["base_url"],
+        keys=tuple(m["keys"]),
+        models=tuple(m["models"]),
+        model_map=dict(m["model_map"]),
+        priority=m["priority"],
+        weight=m["weight"],
+        enabled=bool(m["enabled"]),
+        managed_by=m["managed_by"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _token(row: Any) -> Token:
+    m = row._mapping
+    models = m["models"]
+    return Token(
+        id=m["id"],
+        name=m["name"],
+        key_hash=m["key_hash"],
+        key_hint=m["key_hint"],
+        models=tuple(models) if models is not None else None,
+        enabled=bool(m["enabled"]),
+        expires_at=m["expires_at"],
+        managed_by=m["managed_by"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _usage(row: Any) -> StoredUsage:
+    # Column keys are SQLAlchemy ``quoted_name`` (a str subclass msgspec rejects as a key).
+    return msgspec.convert({str(k): v for k, v in row._mapping.items()}, StoredUsage, strict=False)
+
+
+class Store:
+    """Channels, tokens, usage records and the revision counter, on SQLite or PostgreSQL."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(create_engine(url))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- revision ---------------------------------------------------------------------------
+
+    async def revision(self) -> int:
+        async with self.engine.connect() as conn:
+            n = await conn.scalar(sa.select(schema.revision.c.n).where(schema.revision.c.id == 1))
+        return int(n or 0)
+
+    @staticmethod
+    async def _bump(conn: AsyncConnection) -> None:
+        await conn.execute(
+            sa.update(schema.revision).where(schema.revision.c.id == 1).values(n=schema.revision.c.n + 1)
+        )
+
+    # -- meta -------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.engine.connect() as conn:
+            value = await conn.scalar(sa.select(schema.meta.c.value).where(schema.meta.c.key == key))
+        return None if value is None else str(value)
+
+    async def set_meta_if_absent(self, key: str, value: str) -> bool:
+        """Store ``value`` unless the key exists; True if this call stored it."""
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(sa.insert(schema.meta).values(key=key, value=value))
+        except IntegrityError:
+            return False
+        return True
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                sa.update(schema.meta).where(schema.meta.c.key == key).values(value=value)
+            )
+            if done.rowcount == 0:
+                await conn.execute(sa.insert(schema.meta).values(key=key, value=value))
+
+    # -- channels ---------------------------------------------------------------------------
+
+    async def list_channels(self) -> list[Channel]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(schema.channels).order_by(schema.channels.c.id))
+            return [_channel(r) for r in rows]
+
+    async def get_channel(self, channel_id: int) -> Channel | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(schema.channels).where(schema.channels.c.id == channel_id))
+            ).first()
+        return _channel(row) if row else None
+
+    async def create_channel(self, fields: Mapping[str, Any], managed_by: str = "api") -> Channel:
+        """Insert a channel; raises :class:`KeyError` if the name is taken."""
+        values = _only(fields, _CHANNEL_FIELDS)
+        ts = now_ms()
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    sa.insert(schema.channels)
+                    .values(**values, managed_by=managed_by, created_at=ts, updated_at=ts)
+                    .returning(*schema.channels.c)
+                )
+                row = result.one()
+                await self._bump(conn)
+        except IntegrityError:
+            raise KeyError(values.get("name")) from None
+        return _channel(row)
+
+    async def update_channel(self, channel_id: int, changes: Mapping[str, Any]) -> Channel | None:
+        values = _only(changes, _CHANNEL_FIELDS)
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    sa.update(schema.channels)
+                    .where(schema.channels.c.id == channel_id)
+                    .values(**values, updated_at=now_ms())
+                    .returning(*schema.channels.c)
+                )
+                row = result.first()
+                if row is not None:
+                    await self._bump(conn)
+        except IntegrityError:
+            raise KeyError(values.get("name")) from None
+        return _channel(row) if row else None
+
+    async def delete_channel(self, channel_id: int) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(sa.delete(schema.channels).where(schema.channels.c.id == channel_id))
+            if result.rowcount:
+                await self._bump(conn)
+        return bool(result.rowcount)
+
+    async def upsert_channel(self, fields: Mapping[str, Any], managed_by: str = "config") -> Channel:
+        """Create the channel named ``fields["name"]`` or overwrite it with ``fields``."""
+        values = _only(fields, _CHANNEL_FIELDS)
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(sa.select(schema.channels).where(schema.channels.c.name == values["name"]))
+            ).first()
+            ts = now_ms()
+            if row is None:
+                stmt: Any = sa.insert(schema.channels).values(
+                    **values, managed_by=managed_by, created_at=ts, updated_at=ts
+                )
+            else:
+                current = _channel(row)
+                if all(_same(getattr(current, k), v) for k, v in values.items()):
+                    return current
+                stmt = (
+                    sa.update(schema.channels)
+                    .where(schema.channels.c.id == current.id)
+                    .values(**values, managed_by=managed_by, updated_at=ts)
+                )
+            out = (await conn.execute(stmt.returning(*schema.channels.c))).one()
+            await self._bump(conn)
+        return _channel(out)
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    async def list_tokens(self) -> list[Token]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(schema.tokens).order_by(schema.tokens.c.id))
+            return [_token(r) for r in rows]
+
+    async def get_token(self, token_id: int) -> Token | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(schema.tokens).where(schema.tokens.c.id == token_id))).first()
+        return _token(row) if row else None
+
+    async def find_token(self, *, name: str | None = None, key_hash: str | None = None) -> Token | None:
+        cond = schema.tokens.c.name == name if name is not None else schema.tokens.c.key_hash == key_hash
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(schema.tokens).where(cond).order_by(schema.tokens.c.id))
+            ).first()
+        return _token(row) if row else None
+
+    async def create_token(
+        self,
+        *,
+        name: str,
+        key_hash: str,
+        key_hint: str,
+        models: Sequence[str] | None = None,
+        enabled: bool = True,
+        expires_at: int | None = None,
+        managed_by: str = "api",
+    ) -> Token:
+        """Insert a token; raises :class:`KeyError` if the key hash is already present."""
+        ts = now_ms()
+        try:
+            async with self.engine.begin() as conn:
+                row = (
+                    await conn.execute(
+                        sa.insert(schema.tokens)
+                        .values(
+                            name=name,
+                            key_hash=key_hash,
+                            key_hint=key_hint,
+                            models=list(models) if models is not None else None,
+                            enabled=enabled,
+                            expires_at=expires_at,
+                            managed_by=managed_by,
+                            created_at=ts,
+                            updated_at=ts,
+                        )
+                        .returning(*schema.tokens.c)
+                    )
+                ).one()
+                await self._bump(conn)
+        except IntegrityError:
+            raise KeyError("key") from None
+        return _token(row)
+
+    async def update_token(self, token_id: int, changes: Mapping[str, Any]) -> Token | None:
+        values = _only(changes, _TOKEN_FIELDS | {"key_hash", "key_hint"})
+        if "models" in values and values["models"] is not None:
+            values["models"] = list(values["models"])
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.update(schema.tokens)
+                    .where(schema.tokens.c.id == token_id)
+                    .values(**values, updated_at=now_ms())
+                    .returning(*schema.tokens.c)
+                )
+            ).first()
+            if row is not None:
+                await self._bump(conn)
+        return _token(row) if row else None
+
+    async def delete_token(self, token_id: int) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(sa.delete(schema.tokens).where(schema.tokens.c.id == token_id))
+            if result.rowcount:
+                await self._bump(conn)
+        return bool(result.rowcount)
+
+    # -- usage ------------------------------------------------------------------------------
+
+    async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
+        """Insert a batch in one transaction; a record already stored (same request id) is skipped."""
+        if not records:
+            return
+        rows = [msgspec.structs.asdict(r) for r in records]
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(sa.insert(schema.usage_records), rows)
+        except IntegrityError:
+            # A retried batch that was partly stored before: insert one by one, skip duplicates.
+            for row in rows:
+                try:
+                    async with self.engine.begin() as conn:
+                        await conn.execute(sa.insert(schema.usage_records), [row])
+                except IntegrityError:
+                    log.debug("usage record %s already stored", row["request_id"])
+
+    async def query_usage(
+        self, flt: UsageFilter, *, limit: int, after: int | None = None
+    ) -> list[StoredUsage]:
+        """Newest first; ``after`` is the ``id`` of the last record of the previous page."""
+        t = schema.usage_records
+        q = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+        if after is not None:
+            q = q.where(t.c.id < after)
+        if flt.token_id is not None:
+            q = q.where(t.c.token_id == flt.token_id)
+        if flt.model is not None:
+            q = q.where(t.c.model == flt.model)
+        if flt.channel_id is not None:
+            q = q.where(t.c.channel_id == flt.channel_id)
+        if flt.status is not None:
+            q = q.where(t.c.status == flt.status)
+        if flt.since_ms is not None:
+            q = q.where(t.c.created_at >= flt.since_ms)
+        if flt.until_ms is not None:
+            q = q.where(t.c.created_at < flt.until_ms)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(q)
+            return [_usage(r) for r in rows]
+
+    async def get_usage(self, request_id: str) -> StoredUsage | None:
+        t = schema.usage_records
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.request_id == request_id))).first()
+        return _usage(row) if row else None
+
+    async def count_usage(self) -> int:
+        async with self.engine.connect() as conn:
+            n = await conn.scalar(sa.select(sa.func.count()).select_from(schema.usage_records))
+        return int(n or 0)
+
+
+def _only(fields: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    values = {k: v for k, v in fields.items() if k in allowed}
+    for key in ("keys", "models"):
+        if isinstance(values.get(key), tuple):
+            values[key] = list(values[key])
+    return values
+
+
+def _same(current: Any, new: Any) -> bool:
+    if isinstance(current, tuple):
+        return list(current) == list(new)
+    return bool(current == new)

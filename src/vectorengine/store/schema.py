@@ -1,0 +1,92 @@
+"""Table definitions (SQLAlchemy Core). The migrations in ``migrations/versions`` create them.
+
+Times are integer Unix milliseconds; upstream keys are stored as given (the gateway needs
+them to call the provider); users' API keys are stored only as a SHA-256 hash.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+channels = sa.Table(
+    "channels",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("base_url", sa.Text, nullable=False),
+    sa.Column("keys", sa.JSON, nullable=False),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("model_map", sa.JSON, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("weight", sa.Integer, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("managed_by", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_hint", sa.String(32), nullable=False),
+    sa.Column("models", sa.JSON, nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Column("managed_by", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+usage_records = sa.Table(
+    "usage_records",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("endpoint", sa.String(64), nullable=False),
+    sa.Column("token_id", sa.Integer, nullable=True),
+    sa.Column("model", sa.String(200), nullable=True),
+    sa.Column("upstream_model", sa.String(200), nullable=True),
+    sa.Column("channel_id", sa.Integer, nullable=True),
+    sa.Column("key_index", sa.Integer, nullable=True),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("error_kind", sa.String(48), nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttfb_ms", sa.Float, nullable=True),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("cached_tokens", sa.Integer, nullable=False),
+    sa.Column("reasoning_tokens", sa.Integer, nullable=False),
+    sa.Column("client_ip", sa.String(64), nullable=True),
+)
+sa.Index("ix_usage_token", usage_records.c.token_id, usage_records.c.id)
+sa.Index("ix_usage_model", usage_records.c.model, usage_records.c.id)
+sa.Index("ix_usage_channel", usage_records.c.channel_id, usage_records.c.id)
+sa.Index("ix_usage_created", usage_records.c.created_at)
+
+# One row (id = 1); ``n`` goes up by one whenever channels or tokens change, so every
+# worker and instance can tell cheaply that its in-memory snapshot is stale.
+revision = sa.Table(
+    "revision",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

@@ -1,0 +1,87 @@
+"""Usage records are queued in memory by the hot path and written in batches off it.
+
+``put`` never blocks and never touches the database. A background task inserts batches;
+when the database is slow or locked, records stay queued and are retried with backoff.
+``close`` drains the queue (used on SIGTERM/SIGINT) so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+
+from vectorengine.store.records import UsageRecord
+from vectorengine.store.repository import Store
+
+log = logging.getLogger(__name__)
+
+
+class UsageWriter:
+    def __init__(self, store: Store, *, batch_size: int = 500, flush_interval_s: float = 0.25) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._queue: collections.deque[UsageRecord] = collections.deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.failures = 0
+
+    def put(self, record: UsageRecord) -> None:
+        self._queue.append(record)
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            self._wake.clear()
+            while self._queue:
+                if not await self._write_batch():
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    break
+                backoff = self._interval
+
+    async def _write_batch(self) -> bool:
+        n = min(len(self._queue), self._batch_size)
+        batch = [self._queue.popleft() for _ in range(n)]
+        try:
+            await self._store.insert_usage(batch)
+        except asyncio.CancelledError:
+            self._queue.extendleft(reversed(batch))
+            raise
+        except Exception as exc:
+            self._queue.extendleft(reversed(batch))
+            self.failures += 1
+            log.warning("writing %d usage records failed, will retry: %s", n, exc)
+            return False
+        self.written += n
+        return True
+
+    async def close(self, timeout_s: float = 15.0) -> None:
+        """Stop the background task and write everything still queued (retrying until the deadline)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        deadline = time.monotonic() + timeout_s
+        while self._queue:
+            if not await self._write_batch():
+                if time.monotonic() > deadline:
+                    log.error("shutdown: %d usage records could not be written", len(self._queue))
+                    return
+                await asyncio.sleep(0.2)

@@ -1,0 +1,147 @@
+"""The one small interface the relay uses to reach upstreams, and its pyreqwest implementation.
+
+Tests and benchmarks talk to real local servers through the same transport; nothing in the
+relay knows which HTTP client is underneath.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
+from datetime import timedelta
+from typing import Any, Protocol
+
+from pyreqwest.client import ClientBuilder
+from pyreqwest.exceptions import (
+    ConnectError,
+    ConnectTimeoutError,
+    PyreqwestError,
+    RequestTimeoutError,
+)
+
+from vectorengine.errors import GatewayError, Kind
+
+Headers = Sequence[tuple[str, str]]
+
+
+class UpstreamResponse(Protocol):
+    status: int
+
+    def header(self, name: str) -> str | None: ...
+
+    async def read(self) -> bytes | memoryview: ...
+
+    def chunks(self) -> AsyncIterator[bytes | memoryview]: ...
+
+
+class Transport(Protocol):
+    def open(
+        self, method: str, url: str, headers: Headers, body: bytes
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        """Send a request; the response body is read incrementally inside the context."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _map_error(exc: PyreqwestError, url: str) -> GatewayError:
+    if isinstance(exc, ConnectTimeoutError | ConnectError):
+        return GatewayError(
+            Kind.UPSTREAM_UNREACHABLE, f"could not connect to the upstream: {type(exc).__name__}"
+        )
+    if isinstance(exc, RequestTimeoutError):
+        return GatewayError(Kind.UPSTREAM_TIMEOUT, "the upstream did not answer in time")
+    return GatewayError(Kind.UPSTREAM_BAD_RESPONSE, f"upstream transport error: {type(exc).__name__}")
+
+
+class _PyreqwestResponse:
+    __slots__ = ("_resp", "status")
+
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+        self.status: int = resp.status
+
+    def header(self, name: str) -> str | None:
+        value = self._resp.get_header(name)
+        return None if value is None else str(value)
+
+    async def read(self) -> memoryview:
+        try:
+            return memoryview(await self._resp.bytes())
+        except PyreqwestError as exc:
+            raise GatewayError(
+                Kind.UPSTREAM_STREAM_BROKEN, f"upstream body read failed: {type(exc).__name__}"
+            ) from exc
+
+    async def chunks(self) -> AsyncIterator[memoryview]:
+        reader = self._resp.body_reader
+        while True:
+            try:
+                chunk = await reader.read_chunk()
+            except PyreqwestError as exc:
+                raise GatewayError(
+                    Kind.UPSTREAM_STREAM_BROKEN, f"upstream stream broken: {type(exc).__name__}"
+                ) from exc
+            if chunk is None:
+                return
+            yield memoryview(chunk)
+
+
+class _Exchange:
+    """Async context manager around one streamed pyreqwest request."""
+
+    __slots__ = ("_cm", "_url")
+
+    def __init__(self, cm: Any, url: str) -> None:
+        self._cm = cm
+        self._url = url
+
+    async def __aenter__(self) -> _PyreqwestResponse:
+        try:
+            resp = await self._cm.__aenter__()
+        except PyreqwestError as exc:
+            raise _map_error(exc, self._url) from exc
+        return _PyreqwestResponse(resp)
+
+    async def __aexit__(self, *exc: object) -> None:
+        with suppress(PyreqwestError):
+            await self._cm.__aexit__(*exc)
+
+
+class PyreqwestTransport:
+    """Pooled keep-alive connections (HTTP/1.1, and HTTP/2 where the upstream offers it)."""
+
+    def __init__(
+        self, *, connect_timeout_s: float = 10.0, timeout_s: float = 600.0, max_connections: int | None = None
+    ) -> None:
+        builder = (
+            ClientBuilder()
+            .connect_timeout(timedelta(seconds=connect_timeout_s))
+            .timeout(timedelta(seconds=timeout_s))
+            .pool_idle_timeout(timedelta(seconds=90))
+            .tcp_nodelay(True)
+            .follow_redirects(False)
+            .gzip(False)
+            .brotli(False)
+            .zstd(False)
+            .deflate(False)
+            .no_proxy()
+        )
+        if max_connections is not None:
+            builder = builder.max_connections(max_connections)
+        self._client = builder.build()
+
+    def open(self, method: str, url: str, headers: Headers, body: bytes) -> _Exchange:
+        req = (
+            self._client.request(method, url)
+            .headers(list(headers))
+            .body_bytes(body)
+            # Hand every chunk over as soon as it arrives: the default buffers 64 KiB first,
+            # which would hold back the first SSE events.
+            .streamed_read_buffer_limit(0)
+            .build_streamed()
+        )
+        return _Exchange(req, url)
+
+    async def close(self) -> None:
+        await self._client.close()
