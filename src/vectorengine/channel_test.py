@@ -28,6 +28,7 @@ async def probe_channel(
 ) -> list[ProbeResult]:
     model = model or channel.models[0]
     upstream_model = channel.model_map.get(model, model)
+    body: dict[str, object]
     if "embedding" in model:
         endpoint, body = Endpoint.EMBEDDINGS, {"model": upstream_model, "input": "ping"}
     else:

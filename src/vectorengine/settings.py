@@ -154,9 +154,7 @@ def load_settings(path: str | Path | None, env: dict[str, str] | None = None) ->
 def _friendly(message: str) -> str:
     # msgspec: "Object contains unknown field `wieght` - at `$.channels[0]`"
     m = re.match(r"(.*) - at `(\$[^`]*)`$", message)
-    if not m:
-        return message
-    what, where = m.groups()
+    what, where = m.groups() if m else (message, "$")
     unknown = re.match(r"Object contains unknown field `([^`]+)`", what)
     if unknown:
         return f"{where}.{unknown.group(1)}: unknown key"

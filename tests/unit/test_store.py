@@ -1,0 +1,137 @@
+"""The store on real SQLite and real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from vectorengine.store.engine import migrate_async
+from vectorengine.store.records import UsageFilter, UsageRecord
+from vectorengine.store.repository import Store
+from vectorengine.store.snapshot import SnapshotHolder
+
+CHANNEL = {
+    "name": "main",
+    "type": "openai",
+    "base_url": "http://127.0.0.1:1/v1",
+    "keys": ["k1", "k2"],
+    "models": ["m1", "m2"],
+    "model_map": {"m1": "m1-upstream"},
+    "priority": 0,
+    "weight": 1,
+    "enabled": True,
+}
+
+
+@pytest.fixture
+async def store(db_url: str):
+    await migrate_async(db_url)
+    s = Store.from_url(db_url)
+    yield s
+    await s.close()
+
+
+async def test_migrations_are_idempotent(db_url: str) -> None:
+    await migrate_async(db_url)
+    await migrate_async(db_url)
+    s = Store.from_url(db_url)
+    assert await s.revision() == 1
+    await s.close()
+
+
+async def test_channel_crud_bumps_revision(store: Store) -> None:
+    r0 = await store.revision()
+    ch = await store.create_channel(CHANNEL)
+    assert ch.keys == ("k1", "k2") and ch.model_map == {"m1": "m1-upstream"} and ch.managed_by == "api"
+    assert await store.revision() == r0 + 1
+    with pytest.raises(KeyError):
+        await store.create_channel(CHANNEL)
+    upd = await store.update_channel(ch.id, {"weight": 5, "enabled": False})
+    assert upd is not None and upd.weight == 5 and not upd.enabled
+    assert await store.revision() == r0 + 2
+    assert await store.update_channel(999, {"weight": 1}) is None
+    assert [c.name for c in await store.list_channels()] == ["main"]
+    assert await store.delete_channel(ch.id)
+    assert not await store.delete_channel(ch.id)
+    assert await store.get_channel(ch.id) is None
+
+
+async def test_upsert_channel_only_writes_on_change(store: Store) -> None:
+    a = await store.upsert_channel(CHANNEL)
+    r = await store.revision()
+    b = await store.upsert_channel(CHANNEL)
+    assert a.id == b.id and await store.revision() == r
+    c = await store.upsert_channel({**CHANNEL, "keys": ["k3"]})
+    assert c.id == a.id and c.keys == ("k3",) and await store.revision() == r + 1
+
+
+async def test_tokens(store: Store) -> None:
+    t = await store.create_token(name="t", key_hash="h" * 64, key_hint="sk-…abcd", models=["m1"])
+    assert t.models == ("m1",) and t.enabled and t.expires_at is None
+    with pytest.raises(KeyError):
+        await store.create_token(name="t2", key_hash="h" * 64, key_hint="x")
+    assert (await store.find_token(key_hash="h" * 64)) == t
+    u = await store.update_token(t.id, {"enabled": False, "models": None})
+    assert u is not None and not u.enabled and u.models is None
+
+
+def _rec(i: int, **kw: object) -> UsageRecord:
+    base = dict(
+        request_id=f"r{i}",
+        created_at=1_000_000 + i,
+        endpoint="/v1/chat/completions",
+        token_id=1,
+        model="m1",
+        channel_id=1,
+        key_index=0,
+        status=200,
+        latency_ms=1.5,
+        prompt_tokens=i,
+    )
+    base.update(kw)
+    return UsageRecord(**base)  # type: ignore[arg-type]
+
+
+async def test_usage_filters_and_keyset_pagination(store: Store) -> None:
+    records = [
+        _rec(i, token_id=1 + i % 2, model=f"m{i % 3}", status=200 if i % 4 else 429) for i in range(25)
+    ]
+    await store.insert_usage(records)
+    page = await store.query_usage(UsageFilter(), limit=10)
+    assert [r.request_id for r in page] == [f"r{i}" for i in range(24, 14, -1)]
+    seen = []
+    after = None
+    while True:
+        rows = await store.query_usage(UsageFilter(token_id=2), limit=4, after=after)
+        if not rows:
+            break
+        seen += [r.request_id for r in rows]
+        after = rows[-1].id
+    assert seen == [f"r{i}" for i in range(24, -1, -1) if i % 2 == 1]
+    only = await store.query_usage(UsageFilter(model="m0", status=429), limit=100)
+    assert {r.request_id for r in only} == {f"r{i}" for i in range(25) if i % 3 == 0 and i % 4 == 0}
+    window = await store.query_usage(UsageFilter(since_ms=1_000_005, until_ms=1_000_010), limit=100)
+    assert sorted(r.prompt_tokens for r in window) == [5, 6, 7, 8, 9]
+
+
+async def test_usage_batch_retry_skips_duplicates(store: Store) -> None:
+    await store.insert_usage([_rec(1), _rec(2)])
+    await store.insert_usage([_rec(2), _rec(3)])  # a retried batch, partly stored already
+    assert await store.count_usage() == 3
+    got = await store.get_usage("r3")
+    assert got is not None and got.prompt_tokens == 3 and got.stream is False
+
+
+async def test_snapshot_routes_by_priority_and_sees_changes(store: Store) -> None:
+    holder = SnapshotHolder(store, poll_s=0.01)
+    await store.create_channel({**CHANNEL, "name": "low", "priority": 0})
+    await store.create_channel({**CHANNEL, "name": "high", "priority": 5, "models": ["m1"]})
+    snap = await holder.load()
+    table = snap.routes["m1"]
+    assert [t.priority for t in table.tiers] == [5, 0]
+    assert table.tiers[0].candidates[0].channel.name == "high"
+    assert snap.routes["m2"].tiers[0].candidates[0].upstream_model == "m2"
+    other = Store(store.engine)  # a change made elsewhere (another worker, the CLI)
+    await other.create_token(name="x", key_hash="z" * 64, key_hint="x")
+    assert await holder.refresh_if_changed()
+    assert "z" * 64 in holder.current.tokens_by_hash
+    assert not await holder.refresh_if_changed()
