@@ -16,7 +16,7 @@ from vectorengine.errors import GatewayError, Kind
 from vectorengine.http import openai as openai_http
 from vectorengine.http.admin_api import AdminAPI
 from vectorengine.http.rsgi import send_error, send_json
-from vectorengine.keys import hash_key
+from vectorengine.keys import ADMIN_KEY_META, hash_key
 from vectorengine.relay import Relay
 from vectorengine.settings import Settings, decode_settings
 from vectorengine.store.repository import Store
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "VE_SETTINGS_JSON"
 SIMULATOR_PREFIX = "/_simulator"
-ADMIN_KEY_META = "admin_key_hash"
 
 
 class _PrefixScope:
@@ -49,6 +48,8 @@ class Gateway:
         self._ids = itertools.count(1)
         self._id_prefix = "req_" + os.urandom(5).hex()
         self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._simulator: Any = None
 
@@ -80,9 +81,8 @@ class Gateway:
 
     async def shutdown(self) -> None:
         """Let in-flight requests finish, then write every queued usage record."""
-        deadline = asyncio.get_running_loop().time() + self.settings.usage.shutdown_timeout_s
-        while self.inflight and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.settings.usage.shutdown_timeout_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -106,6 +106,7 @@ class Gateway:
         if scope.proto != "http":
             return
         self.inflight += 1
+        self._idle.clear()
         try:
             await self._dispatch(scope, protocol)
         except Exception:
@@ -116,6 +117,8 @@ class Gateway:
                 _error(protocol, "-", Kind.INTERNAL, "The gateway hit an internal error; it has been logged.")
         finally:
             self.inflight -= 1
+            if not self.inflight:
+                self._idle.set()
 
     async def _dispatch(self, scope: Any, protocol: Any) -> None:
         path: str = scope.path

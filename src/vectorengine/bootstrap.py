@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from vectorengine.keys import generate_key, hash_key, key_hint
+from vectorengine.keys import ADMIN_KEY_META, generate_key, hash_key, key_hint
 from vectorengine.settings import ChannelConfig, Settings
 from vectorengine.store.engine import migrate_async
 from vectorengine.store.repository import Store
 
-ADMIN_KEY_META = "admin_key_hash"
 DEMO_CHANNEL = "demo"
 DEMO_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
 OPENAI_MODELS = [

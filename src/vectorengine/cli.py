@@ -129,9 +129,10 @@ def _serve(args: argparse.Namespace) -> None:
         lines.append(f"API key for token '{name}' (shown once, keep it): {key}")
     if boot.demo and boot.new_token_keys:
         key = next(iter(boot.new_token_keys.values()))
+        body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
         lines.append(
-            f"Try it:  curl http://{shown_host}:{eff.port}/v1/chat/completions -H 'Authorization: Bearer {key}' "
-            '-H \'Content-Type: application/json\' -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}\''
+            f"Try it:  curl http://{shown_host}:{eff.port}/v1/chat/completions "
+            f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}'"
         )
     print("\n".join(lines), flush=True)
     os.environ[SETTINGS_ENV] = encode_settings(eff).decode()

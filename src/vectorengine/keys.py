@@ -7,6 +7,7 @@ import hmac
 import secrets
 
 KEY_PREFIX = "sk-ve-"
+ADMIN_KEY_META = "admin_key_hash"  # where the generated admin key's hash is kept
 
 
 def generate_key() -> str:

@@ -183,8 +183,13 @@ def test_requests_do_not_wait_on_a_locked_sqlite_database(sim: SimHandle, tmp_pa
     gw = start_gateway(tmp_path, gateway_config(sim))
     try:
         db_path = gw.database.removeprefix("sqlite:///")
-        locker = sqlite3.connect(db_path, timeout=0, isolation_level=None)
-        locker.execute("BEGIN EXCLUSIVE")  # nobody else may read or write until we commit
+        locker = sqlite3.connect(db_path, timeout=5, isolation_level=None)
+        # SQLite runs in WAL mode, where readers never block: "locked" means nobody else can write.
+        locker.execute("BEGIN IMMEDIATE")
+        probe = sqlite3.connect(db_path, timeout=0.2)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            probe.execute("UPDATE revision SET n = n")  # the lock really is in place
+        probe.close()
         try:
             times = _hammer(gw, 40)
             assert max(times) < 1.0, f"a request took {max(times):.2f}s while the database was locked"
@@ -214,8 +219,7 @@ def test_requests_do_not_wait_on_a_locked_postgres_table(sim: SimHandle, tmp_pat
                 await tr.start()
                 await conn.execute("LOCK TABLE usage_records, revision IN ACCESS EXCLUSIVE MODE")
                 locked.set()
-                while not release.is_set():
-                    await asyncio.sleep(0.02)
+                await asyncio.to_thread(release.wait, 60)
                 await tr.rollback()
                 await conn.close()
 
