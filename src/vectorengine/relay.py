@@ -108,15 +108,19 @@ class Relay:
             )
             url, headers = openai_upstream.target(cand.channel, key_index, call.endpoint, call.stream)
             body = wire.encode_upstream(call, cand.upstream_model)
-            async with self._transport.open("POST", url, headers, body) as resp:
+            if call.stream:
+                async with self._transport.open("POST", url, headers, body) as resp:
+                    rec.ttfb_ms = _ms_since(req.t0)
+                    if resp.status >= 400:
+                        await _upstream_error(resp)
+                    started = True
+                    await self._deliver_stream(req, call, resp, out, rec)
+            else:
+                resp = await self._transport.send("POST", url, headers, body)
                 rec.ttfb_ms = _ms_since(req.t0)
                 if resp.status >= 400:
                     await _upstream_error(resp)
-                if call.stream:
-                    started = True
-                    await self._deliver_stream(req, call, resp, out, rec)
-                else:
-                    await self._deliver_json(req, resp, out, rec)
+                await self._deliver_json(req, resp, out, rec)
         except GatewayError as err:
             rec.status, rec.error_kind = err.status, err.kind.value
             if not started:
@@ -154,13 +158,14 @@ class Relay:
         ]
         sink = out.start_stream(resp.status, headers)
         rec.status = resp.status
+        read, feed, send = resp.next_chunk, observer.feed, sink.send
         try:
-            async for chunk in resp.chunks():
-                data = observer.feed(chunk)
+            while (chunk := await read()) is not None:
+                data = feed(chunk)
                 if rec.ttft_ms is None and observer.content_seen:
                     rec.ttft_ms = _ms_since(req.t0)
                 if data:
-                    await sink.send(data)
+                    await send(data)
             tail = observer.tail()
             if tail:
                 await sink.send(tail)
@@ -226,4 +231,4 @@ def _base_headers(req: Inbound) -> ResponseHeaders:
 
 
 def _ms_since(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000.0, 3)
+    return (time.perf_counter() - t0) * 1000.0

@@ -166,3 +166,11 @@ def test_decode_errors_name_the_parameter(
 def test_embeddings_never_stream() -> None:
     call = wire.decode(wire.Endpoint.EMBEDDINGS, b'{"model":"e","input":"x","stream":true}')
     assert not call.stream
+
+
+def test_spaced_usage_null_is_stripped_on_the_fast_path() -> None:
+    obs = wire.StreamObserver(strip_usage=True)
+    obs.feed(b'data: {"choices":[{"delta":{"content":"a"}}], "usage": null}\n\n')
+    assert obs.content_seen
+    out = obs.feed(b'data: {"choices":[{"delta":{"content":"b"}}], "usage": null}\n\n')
+    assert out == b'data: {"choices":[{"delta":{"content":"b"}}]}\n\n'

@@ -140,9 +140,12 @@ class StreamObserver:
     (the gateway asked for usage the client did not), the usage chunk is removed and the
     ``"usage":null`` members OpenAI adds to the other chunks are dropped, so the client
     receives exactly what it would have without the gateway.
+
+    Most blocks of events need no parsing at all: only a block that holds a usage object,
+    ``[DONE]``, an error, or (until it has been seen) the first content is split into events.
     """
 
-    __slots__ = ("_buf", "content_seen", "done", "error", "events", "strip_usage", "usage")
+    __slots__ = ("_buf", "content_seen", "done", "error", "strip_usage", "usage")
 
     def __init__(self, strip_usage: bool) -> None:
         self.strip_usage = strip_usage
@@ -151,29 +154,36 @@ class StreamObserver:
         self.done = False
         self.error: dict[str, Any] | None = None
         self.content_seen = False
-        self.events = 0
 
     def feed(self, chunk: bytes | memoryview) -> bytes:
-        data = bytes(chunk)
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+        raw = bytes(chunk)
+        data = raw.replace(b"\r\n", b"\n") if b"\r" in raw else raw
         buf = self._buf + data if self._buf else data
         end = buf.rfind(b"\n\n")
         if end < 0:
             self._buf = buf
-            return b"" if self.strip_usage else data
+            return b"" if self.strip_usage else raw
         complete, self._buf = buf[: end + 2], buf[end + 2 :]
-        if not self.strip_usage:
-            for event in complete.split(b"\n\n")[:-1]:
-                self._observe(event)
-            return data
+        if (
+            self.content_seen
+            and b"[DONE]" not in complete
+            and b'"error"' not in complete
+            and b'"usage":{' not in complete
+            and b'"usage": {' not in complete
+        ):
+            if not self.strip_usage:
+                return raw
+            if b'"usage"' in complete:
+                for marker in _USAGE_NULL:
+                    complete = complete.replace(marker, b"")
+            return complete
         out = []
         for event in complete.split(b"\n\n")[:-1]:
             kept = self._observe(event)
             if kept is not None:
                 out.append(kept)
                 out.append(b"\n\n")
-        return b"".join(out)
+        return b"".join(out) if self.strip_usage else raw
 
     def tail(self) -> bytes:
         """Whatever is left unterminated at the end of the stream (forwarded as is)."""
@@ -182,7 +192,6 @@ class StreamObserver:
 
     def _observe(self, event: bytes) -> bytes | None:
         """Look at one event; return it (possibly rewritten) or None to drop it."""
-        self.events += 1
         if not event.startswith(b"data:"):
             return event
         payload = event[5:].lstrip()

@@ -6,7 +6,7 @@ relay knows which HTTP client is underneath.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from datetime import timedelta
 from typing import Any, Protocol
@@ -29,12 +29,20 @@ class UpstreamResponse(Protocol):
 
     def header(self, name: str) -> str | None: ...
 
-    async def read(self) -> bytes | memoryview: ...
+    async def read(self) -> bytes | memoryview:
+        """The whole (rest of the) body."""
+        ...
 
-    def chunks(self) -> AsyncIterator[bytes | memoryview]: ...
+    async def next_chunk(self) -> bytes | memoryview | None:
+        """The next piece of the body as it arrived, or None at its end."""
+        ...
 
 
 class Transport(Protocol):
+    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> UpstreamResponse:
+        """Send a request and read the whole response body."""
+        ...
+
     def open(
         self, method: str, url: str, headers: Headers, body: bytes
     ) -> AbstractAsyncContextManager[UpstreamResponse]:
@@ -55,10 +63,11 @@ def _map_error(exc: PyreqwestError, url: str) -> GatewayError:
 
 
 class _PyreqwestResponse:
-    __slots__ = ("_resp", "status")
+    __slots__ = ("_reader", "_resp", "status")
 
     def __init__(self, resp: Any) -> None:
         self._resp = resp
+        self._reader = resp.body_reader
         self.status: int = resp.status
 
     def header(self, name: str) -> str | None:
@@ -73,18 +82,35 @@ class _PyreqwestResponse:
                 Kind.UPSTREAM_STREAM_BROKEN, f"upstream body read failed: {type(exc).__name__}"
             ) from exc
 
-    async def chunks(self) -> AsyncIterator[memoryview]:
-        reader = self._resp.body_reader
-        while True:
-            try:
-                chunk = await reader.read_chunk()
-            except PyreqwestError as exc:
-                raise GatewayError(
-                    Kind.UPSTREAM_STREAM_BROKEN, f"upstream stream broken: {type(exc).__name__}"
-                ) from exc
-            if chunk is None:
-                return
-            yield memoryview(chunk)
+    async def next_chunk(self) -> Any:
+        try:
+            return await self._reader.read_chunk()
+        except PyreqwestError as exc:
+            raise GatewayError(
+                Kind.UPSTREAM_STREAM_BROKEN, f"upstream stream broken: {type(exc).__name__}"
+            ) from exc
+
+
+class _ReadResponse:
+    """A response whose body was read in full by the client."""
+
+    __slots__ = ("_body", "_resp", "status")
+
+    def __init__(self, resp: Any, body: Any) -> None:
+        self._resp = resp
+        self._body: Any = body
+        self.status: int = resp.status
+
+    def header(self, name: str) -> str | None:
+        value = self._resp.get_header(name)
+        return None if value is None else str(value)
+
+    async def read(self) -> memoryview:
+        return memoryview(self._body)
+
+    async def next_chunk(self) -> Any:
+        body, self._body = self._body, None
+        return body
 
 
 class _Exchange:
@@ -131,10 +157,18 @@ class PyreqwestTransport:
             builder = builder.max_connections(max_connections)
         self._client = builder.build()
 
+    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> _ReadResponse:
+        req = self._client.request(method, url).headers(headers).body_bytes(body).build()
+        try:
+            resp = await req.send()
+            return _ReadResponse(resp, await resp.bytes())
+        except PyreqwestError as exc:
+            raise _map_error(exc, url) from exc
+
     def open(self, method: str, url: str, headers: Headers, body: bytes) -> _Exchange:
         req = (
             self._client.request(method, url)
-            .headers(list(headers))
+            .headers(headers)
             .body_bytes(body)
             # Hand every chunk over as soon as it arrives: the default buffers 64 KiB first,
             # which would hold back the first SSE events.
