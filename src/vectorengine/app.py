@@ -27,7 +27,7 @@ from vectorengine.upstreams.transport import PyreqwestTransport, Transport
 
 log = logging.getLogger(__name__)
 
-SETTINGS_ENV = "VE_SETTINGS_JSON"
+SETTINGS_ENV = "VE_SETTINGS_JSON"  # written by `vectorengine serve` (cli.py)
 SIMULATOR_PREFIX = "/_simulator"
 
 

@@ -7,15 +7,18 @@ can show them exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from dataclasses import dataclass, field
+import sys
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from vectorengine.keys import ADMIN_KEY_META, generate_key, hash_key, key_hint
 from vectorengine.settings import ChannelConfig, Settings
-from vectorengine.store.engine import migrate_async
-from vectorengine.store.repository import Store
+
+if TYPE_CHECKING:
+    from vectorengine.store.repository import Store
 
 DEMO_CHANNEL = "demo"
 DEMO_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
@@ -32,11 +35,10 @@ OPENAI_MODELS = [
 ]
 
 
-@dataclass
-class Bootstrapped:
+class Bootstrapped(msgspec.Struct, kw_only=True):
     settings: Settings  # the effective settings the workers run with
     admin_key: str | None = None  # set only when generated now
-    new_token_keys: dict[str, str] = field(default_factory=dict)  # token name → key, generated now
+    new_token_keys: dict[str, str] = {}  # token name → key, generated now
     demo: bool = False
 
 
@@ -69,11 +71,15 @@ def effective_settings(settings: Settings, env: dict[str, str] | None = None) ->
 
 
 async def bootstrap(settings: Settings, env: dict[str, str] | None = None) -> Bootstrapped:
+    # Imported here: the serving process imports this module only for ``Bootstrapped``.
+    from vectorengine.store.engine import migrate_async
+    from vectorengine.store.repository import Store
+
     eff = effective_settings(settings, env)
     await migrate_async(eff.database)
     store = Store.from_url(eff.database)
     try:
-        out = Bootstrapped(settings=eff, demo=bool(eff.demo))
+        out = Bootstrapped(settings=eff, demo=bool(eff.demo), new_token_keys={})
         await _sync_channels(store, eff)
         await _sync_tokens(store, eff, out)
         if not eff.admin_key and await store.get_meta(ADMIN_KEY_META) is None:
@@ -129,3 +135,18 @@ async def _sync_tokens(store: Store, settings: Settings, out: Bootstrapped) -> N
     for existing in await store.list_tokens():
         if existing.managed_by == "config" and existing.name not in wanted and existing.enabled:
             await store.update_token(existing.id, {"enabled": False})
+
+
+def main() -> None:
+    """``python -m vectorengine.bootstrap``: settings JSON on stdin, :class:`Bootstrapped` JSON on stdout.
+
+    ``vectorengine serve`` runs bootstrap in this child process so that the long-lived server
+    process never imports the database and migration libraries (its memory stays small).
+    """
+    settings = msgspec.json.decode(sys.stdin.buffer.read(), type=Settings)
+    result = asyncio.run(bootstrap(settings))
+    sys.stdout.buffer.write(msgspec.json.encode(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from vectorengine.bootstrap import Bootstrapped
 from vectorengine.settings import ConfigError, Settings, encode_settings, load_settings
 
 
@@ -103,8 +106,7 @@ def _serve(args: argparse.Namespace) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    from vectorengine.app import SETTINGS_ENV
-    from vectorengine.bootstrap import bootstrap
+    SETTINGS_ENV = "VE_SETTINGS_JSON"  # read by vectorengine.app:from_env in each worker
 
     settings = _settings(args)
     overrides: dict[str, Any] = {}
@@ -114,7 +116,7 @@ def _serve(args: argparse.Namespace) -> None:
         overrides["workers"] = args.workers
     if overrides:
         settings = msgspec.structs.replace(settings, **overrides)
-    boot = asyncio.run(bootstrap(settings))
+    boot = _bootstrap_in_child(settings)
     eff = boot.settings
     shown_host = eff.host if eff.host not in ("0.0.0.0", "::") else "127.0.0.1"
     lines = [f"VectorEngine listening on http://{shown_host}:{eff.port}  (database: {_redact(eff.database)})"]
@@ -149,10 +151,21 @@ def _serve(args: argparse.Namespace) -> None:
     ).serve()
 
 
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+def _bootstrap_in_child(settings: Settings) -> Bootstrapped:
+    """Migrate and seed the database in a child process (see ``vectorengine.bootstrap.main``)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vectorengine.bootstrap"],
+        input=encode_settings(settings),
+        stdout=subprocess.PIPE,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise _UsageError("start-up failed (database migration or seeding); see the error above")
+    return msgspec.json.decode(proc.stdout, type=Bootstrapped)
 
-    return make_url(url).render_as_string(hide_password=True)
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _migrate(args: argparse.Namespace) -> None:

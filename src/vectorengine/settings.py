@@ -50,7 +50,7 @@ class TokenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 
 class UsageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
-    flush_interval_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 250
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
     shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 15.0
 
 
