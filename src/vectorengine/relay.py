@@ -10,7 +10,6 @@ usage record of the request, which is queued exactly once whatever happens.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,13 +69,11 @@ class Relay:
         transport: Transport,
         usage: UsageSink,
         selector: Selector | None = None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._snapshots = snapshots
         self._transport = transport
         self._usage = usage
         self._selector = selector or Selector()
-        self._clock_ms = clock_ms
 
     async def handle(self, req: Inbound, out: Responder) -> None:
         rec = UsageRecord(
@@ -122,12 +119,16 @@ class Relay:
                     await _upstream_error(resp)
                 await self._deliver_json(req, resp, out, rec)
         except GatewayError as err:
-            rec.status, rec.error_kind = err.status, err.kind.value
-            if not started:
+            rec.error_kind = err.kind.value
+            if not started:  # else the client already has its status; the error went in-band
+                rec.status = err.status
                 headers = [*_base_headers(req), *err.headers, ("content-type", "application/json")]
                 out.send(err.status, headers, err.openai_body())
         except ClientGone:
             rec.status, rec.error_kind = 499, Kind.CLIENT_ABORTED.value
+        except Exception:
+            rec.status, rec.error_kind = 500, Kind.INTERNAL.value
+            raise  # the app logs it and answers with the internal-error envelope
         finally:
             rec.latency_ms = _ms_since(req.t0)
             self._usage.put(rec)
@@ -143,7 +144,6 @@ class Relay:
             )
         _apply_usage(rec, usage)
         rec.status = resp.status
-        rec.latency_ms = _ms_since(req.t0)
         ctype = resp.header("content-type") or "application/json"
         out.send(resp.status, [*_base_headers(req), ("content-type", ctype)], bytes(raw))
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.gateway.conftest import FULL_KEY, fault_model
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, wait_record
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -67,6 +67,8 @@ def test_stream_dropped_mid_way_ends_with_an_error_event(gateway: GatewayProcess
     assert "[DONE]" not in events
     last = orjson.loads(events[-1])
     assert last["error"]["code"] in ("upstream_stream_broken",)
+    rec = wait_record(gateway, r.headers["x-request-id"])
+    assert rec["status"] == 200 and rec["error_kind"] == "upstream_stream_broken"  # what the client got
     client = openai.OpenAI(base_url=gateway.base_url, api_key=FULL_KEY, max_retries=0)
     with pytest.raises(openai.APIError):
         for _ in client.chat.completions.create(

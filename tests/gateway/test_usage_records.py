@@ -17,22 +17,11 @@ import pytest
 
 from tests.gateway.conftest import FULL_KEY, LIMITED_KEY, gateway_config
 from tests.support.databases import postgres_database
-from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.gateway import GatewayProcess, start_gateway, wait_record
 from tests.support.procs import SimHandle, start_simulator
 from vectorengine.simulator import SimulatorConfig
 
 MSG = [{"role": "user", "content": "count my tokens please"}]
-
-
-def wait_record(gw: GatewayProcess, request_id: str, timeout: float = 10) -> dict[str, Any]:
-    with gw.admin() as admin:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r = admin.get(f"/api/usage/{request_id}")
-            if r.status_code == 200:
-                return dict(r.json())
-            time.sleep(0.05)
-    raise AssertionError(f"no usage record for {request_id}")
 
 
 def test_record_of_a_json_request(gateway: GatewayProcess) -> None:

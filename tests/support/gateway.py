@@ -111,3 +111,14 @@ def start_gateway(
         time.sleep(0.1)
     gw.stop(signal.SIGKILL)
     raise RuntimeError(f"gateway did not come up:\n{gw.log()}")
+
+
+def wait_record(gw: GatewayProcess, request_id: str, timeout: float = 10) -> dict[str, Any]:
+    with gw.admin() as admin:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = admin.get(f"/api/usage/{request_id}")
+            if r.status_code == 200:
+                return dict(r.json())
+            time.sleep(0.05)
+    raise AssertionError(f"no usage record for {request_id}")
