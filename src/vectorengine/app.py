@@ -114,22 +114,27 @@ class Gateway:
             return
         self.inflight += 1
         self._idle.clear()
+        request_id = self.next_request_id()
         try:
-            await self._dispatch(scope, protocol)
+            await self._dispatch(scope, protocol, request_id)
         except Exception:
             # Never a stack trace to the client: log it, answer with the internal-error envelope
             # (if the response has already started, the peer just sees the stream end).
-            log.exception("unhandled error on %s %s", scope.method, scope.path)
+            log.exception("unhandled error in %s on %s %s", request_id, scope.method, scope.path)
             with contextlib.suppress(Exception):
-                _error(protocol, "-", Kind.INTERNAL, "The gateway hit an internal error; it has been logged.")
+                _error(
+                    protocol,
+                    request_id,
+                    Kind.INTERNAL,
+                    "The gateway hit an internal error; it has been logged.",
+                )
         finally:
             self.inflight -= 1
             if not self.inflight:
                 self._idle.set()
 
-    async def _dispatch(self, scope: Any, protocol: Any) -> None:
+    async def _dispatch(self, scope: Any, protocol: Any, request_id: str) -> None:
         path: str = scope.path
-        request_id = self.next_request_id()
         endpoint = openai_http.RELAY_ROUTES.get(path)
         if endpoint is not None:
             if scope.method != "POST":
@@ -145,7 +150,8 @@ class Gateway:
         elif path.startswith("/api/"):
             await self.admin(scope, protocol, request_id)
         elif path in ("/health", "/healthz"):
-            send_json(protocol, 200, {"status": "ok", "revision": self.snapshots.current.revision}, [])
+            health = {"status": "ok", "revision": self.snapshots.current.revision}
+            send_json(protocol, 200, health, [("x-request-id", request_id)])
         elif self._simulator is not None and path.startswith(SIMULATOR_PREFIX + "/"):
             await self._simulator.__rsgi__(_PrefixScope(scope, SIMULATOR_PREFIX), protocol)
         else:

@@ -142,3 +142,18 @@ def test_unreachable_upstream_is_a_502_envelope(gateway: GatewayProcess) -> None
 
 def test_models_need_a_valid_key(gateway: GatewayProcess) -> None:
     envelope(httpx.get(gateway.base_url + "/models", timeout=5), 401, "missing_api_key")
+
+
+def test_every_response_carries_a_request_id(gateway: GatewayProcess) -> None:
+    responses = [
+        httpx.get(gateway.url + "/health", timeout=5),
+        httpx.get(gateway.url + "/api/openapi.json", timeout=5),
+        httpx.get(gateway.url + "/api/tokens", timeout=5),
+        httpx.get(gateway.base_url + "/models", headers={"Authorization": f"Bearer {FULL_KEY}"}, timeout=5),
+        post(gateway, "/chat/completions", FULL_KEY, json=CHAT),
+        httpx.get(gateway.url + "/nope", timeout=5),
+    ]
+    ids = [r.headers.get("x-request-id") for r in responses]
+    assert all(i and i.startswith("req_") for i in ids), ids
+    assert len(set(ids)) == len(ids)
+
