@@ -94,9 +94,9 @@ class Gateway:
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.startup())
-        # Everything built so far lives as long as the worker: keep it out of the cyclic GC's scans.
-        # Requests allocate many short-lived containers (parsed JSON): collect the young
-        # generation less often than CPython's default of every 700 allocations.
+        # Everything built so far lives as long as the worker: keep it out of the cyclic GC's
+        # scans. Requests allocate many short-lived containers (parsed JSON), so collect the
+        # young generation less often than CPython's default of every 700 allocations.
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
@@ -145,7 +145,7 @@ class Gateway:
         elif path == "/v1/models" or path.startswith("/v1/models/"):
             if scope.method != "GET":
                 return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use GET for {path}.")
-            model_id = path[len("/v1/models/") :] or None if path != "/v1/models" else None
+            model_id = path.removeprefix("/v1/models").removeprefix("/") or None
             openai_http.models(self.snapshots, scope, protocol, request_id, model_id)
         elif path.startswith("/api/"):
             await self.admin(scope, protocol, request_id)
