@@ -156,4 +156,3 @@ def test_every_response_carries_a_request_id(gateway: GatewayProcess) -> None:
     ids = [r.headers.get("x-request-id") for r in responses]
     assert all(i and i.startswith("req_") for i in ids), ids
     assert len(set(ids)) == len(ids)
-
