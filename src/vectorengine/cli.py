@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -116,6 +117,7 @@ def _serve(args: argparse.Namespace) -> None:
         overrides["workers"] = args.workers
     if overrides:
         settings = msgspec.structs.replace(settings, **overrides)
+    _check_port_free(settings.host, settings.port)
     boot = _bootstrap_in_child(settings)
     eff = boot.settings
     shown_host = eff.host if eff.host not in ("0.0.0.0", "::") else "127.0.0.1"
@@ -149,6 +151,23 @@ def _serve(args: argparse.Namespace) -> None:
         log_access=False,
         backlog=2048,
     ).serve()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on.
+
+    Granian binds with SO_REUSEPORT, so without this check a second server on the same port
+    would start without complaint and silently share the traffic with the first one.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: connections left in TIME_WAIT by a previous run must not block a restart;
+        # an active listener still makes the bind fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise _UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _bootstrap_in_child(settings: Settings) -> Bootstrapped:

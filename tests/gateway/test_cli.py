@@ -13,7 +13,7 @@ import openai
 import pytest
 import yaml
 
-from tests.support.gateway import start_gateway
+from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.procs import SimHandle
 
 
@@ -170,3 +170,9 @@ def test_channel_test_reports_a_failing_key(tmp_path: Path, sim: SimHandle) -> N
     )
     r = ve(tmp_path, "channel", "test", "half", "--config", str(cfg), check=False)
     assert r.returncode == 1 and "HTTP 200" in r.stdout and "HTTP 500" in r.stdout
+
+
+def test_serve_refuses_a_port_in_use(tmp_path: Path, gateway: GatewayProcess) -> None:
+    # Granian binds with SO_REUSEPORT: without a check, a second server would silently share it.
+    r = ve(tmp_path, "serve", "--listen", f"127.0.0.1:{gateway.port}", check=False)
+    assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{gateway.port}" in r.stderr
