@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vectorengine.errors import GatewayError, Kind
-from vectorengine.keys import hash_key
+from vectorengine.keys import hash_key, key_hint
 from vectorengine.store.records import Token
 from vectorengine.store.snapshot import Snapshot
 
@@ -26,7 +26,7 @@ def authenticate(snapshot: Snapshot, key: str | None, now_ms: int) -> Token:
         )
     token = snapshot.tokens_by_hash.get(hash_key(key))
     if token is None:
-        raise GatewayError(Kind.INVALID_API_KEY, f"Incorrect API key provided: {_mask(key)}.")
+        raise GatewayError(Kind.INVALID_API_KEY, f"Incorrect API key provided: {key_hint(key)}.")
     if not token.enabled:
         raise GatewayError(Kind.KEY_DISABLED, "This API key has been disabled.")
     if token.expires_at is not None and token.expires_at <= now_ms:
@@ -39,7 +39,3 @@ def authorize_model(token: Token, model: str) -> None:
         raise GatewayError(
             Kind.MODEL_NOT_ALLOWED, f"This API key is not allowed to use the model `{model}`.", param="model"
         )
-
-
-def _mask(key: str) -> str:
-    return f"{key[:6]}***{key[-4:]}" if len(key) > 12 else "***"

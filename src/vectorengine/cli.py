@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import orjson
 
 from vectorengine.bootstrap import Bootstrapped
 from vectorengine.settings import ConfigError, Settings, encode_settings, load_settings
@@ -357,7 +356,3 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
     print("  ".join(c.upper().ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
-
-
-def _json(obj: Any) -> str:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode()

@@ -97,6 +97,7 @@ class GatewayError(Exception):
         param: str | None = None,
         status: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        passthrough: bytes | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -105,7 +106,7 @@ class GatewayError(Exception):
         self.status = status if status is not None else _TABLE[kind].status
         self.headers = headers
         # An upstream's own OpenAI error envelope, passed on byte for byte to OpenAI clients.
-        self.passthrough: bytes | None = None
+        self.passthrough = passthrough
 
     @property
     def fault(self) -> Fault:
@@ -119,11 +120,3 @@ class GatewayError(Exception):
         return orjson.dumps(
             {"error": {"message": self.message, "type": row.type, "param": self.param, "code": row.code}}
         )
-
-
-def fault_of(kind: Kind) -> Fault:
-    return _TABLE[kind].fault
-
-
-def status_of(kind: Kind) -> int:
-    return _TABLE[kind].status

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 KEY_PREFIX = "sk-ve-"
@@ -24,7 +23,3 @@ def key_hint(key: str) -> str:
     """What may be shown of a key after creation: its prefix and last four characters."""
     head = key[: key.find("-", 3) + 1] if key.startswith("sk-") else key[:3]
     return f"{head}…{key[-4:]}"
-
-
-def same_hash(key: str, expected_hash: str) -> bool:
-    return hmac.compare_digest(hash_key(key), expected_hash)

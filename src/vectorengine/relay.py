@@ -208,14 +208,15 @@ async def _upstream_error(resp: UpstreamResponse) -> None:
             status=502,
         )
     message = f"The upstream provider returned HTTP {resp.status}."
+    passthrough = None
     if wire.error_envelope(obj):
+        passthrough = bytes(raw)
         upstream_message = obj["error"].get("message")
         if isinstance(upstream_message, str) and upstream_message:
             message = upstream_message
-    err = GatewayError(Kind.UPSTREAM_STATUS, message, status=resp.status, headers=headers)
-    if wire.error_envelope(obj):
-        err.passthrough = bytes(raw)
-    raise err
+    raise GatewayError(
+        Kind.UPSTREAM_STATUS, message, status=resp.status, headers=headers, passthrough=passthrough
+    )
 
 
 def _apply_usage(rec: UsageRecord, usage: Usage | None) -> None:

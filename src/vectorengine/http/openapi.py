@@ -66,7 +66,3 @@ def document() -> dict[str, Any]:
 
 def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
-
-
-def encoded() -> bytes:
-    return msgspec.json.encode(document())

@@ -132,6 +132,14 @@ _CONTENT_MARKERS = (b'"content":"', b'"text":"', b'"tool_calls":[', b'"reasoning
 _EMPTY_MARKERS = (b'"content":""', b'"text":""', b'"reasoning_content":""', b'"refusal":""')
 
 
+def _drop_usage_null(data: bytes) -> bytes:
+    """Remove the ``"usage":null`` members OpenAI adds to chunks when usage was requested."""
+    if b'"usage"' in data:
+        for marker in _USAGE_NULL:
+            data = data.replace(marker, b"")
+    return data
+
+
 class StreamObserver:
     """Watches an OpenAI SSE stream on its way to the client.
 
@@ -173,10 +181,7 @@ class StreamObserver:
         ):
             if not self.strip_usage:
                 return raw
-            if b'"usage"' in complete:
-                for marker in _USAGE_NULL:
-                    complete = complete.replace(marker, b"")
-            return complete
+            return _drop_usage_null(complete)
         out = []
         for event in complete.split(b"\n\n")[:-1]:
             kept = self._observe(event)
@@ -205,11 +210,7 @@ class StreamObserver:
             return event
         if b'"usage":{' in payload or b'"usage": {' in payload:
             return self._usage_event(event, payload)
-        if self.strip_usage:
-            for marker in _USAGE_NULL:
-                if marker in event:
-                    return event.replace(marker, b"")
-        return event
+        return _drop_usage_null(event) if self.strip_usage else event
 
     def _usage_event(self, event: bytes, payload: bytes) -> bytes | None:
         try:

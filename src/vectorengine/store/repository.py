@@ -120,14 +120,6 @@ class Store:
             return False
         return True
 
-    async def set_meta(self, key: str, value: str) -> None:
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                sa.update(schema.meta).where(schema.meta.c.key == key).values(value=value)
-            )
-            if done.rowcount == 0:
-                await conn.execute(sa.insert(schema.meta).values(key=key, value=value))
-
     # -- channels ---------------------------------------------------------------------------
 
     async def list_channels(self) -> list[Channel]:

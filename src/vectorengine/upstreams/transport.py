@@ -52,7 +52,7 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-def _map_error(exc: PyreqwestError, url: str) -> GatewayError:
+def _map_error(exc: PyreqwestError) -> GatewayError:
     if isinstance(exc, ConnectTimeoutError | ConnectError):
         return GatewayError(
             Kind.UPSTREAM_UNREACHABLE, f"could not connect to the upstream: {type(exc).__name__}"
@@ -63,11 +63,14 @@ def _map_error(exc: PyreqwestError, url: str) -> GatewayError:
 
 
 class _PyreqwestResponse:
-    __slots__ = ("_reader", "_resp", "status")
+    """An upstream response; ``body`` is given when the client already read it in full."""
 
-    def __init__(self, resp: Any) -> None:
+    __slots__ = ("_body", "_reader", "_resp", "status")
+
+    def __init__(self, resp: Any, body: Any = None) -> None:
         self._resp = resp
-        self._reader = resp.body_reader
+        self._body: Any = body
+        self._reader: Any = resp.body_reader if body is None else None
         self.status: int = resp.status
 
     def header(self, name: str) -> str | None:
@@ -75,6 +78,8 @@ class _PyreqwestResponse:
         return None if value is None else str(value)
 
     async def read(self) -> memoryview:
+        if self._body is not None:
+            return memoryview(self._body)
         try:
             return memoryview(await self._resp.bytes())
         except PyreqwestError as exc:
@@ -91,42 +96,19 @@ class _PyreqwestResponse:
             ) from exc
 
 
-class _ReadResponse:
-    """A response whose body was read in full by the client."""
-
-    __slots__ = ("_body", "_resp", "status")
-
-    def __init__(self, resp: Any, body: Any) -> None:
-        self._resp = resp
-        self._body: Any = body
-        self.status: int = resp.status
-
-    def header(self, name: str) -> str | None:
-        value = self._resp.get_header(name)
-        return None if value is None else str(value)
-
-    async def read(self) -> memoryview:
-        return memoryview(self._body)
-
-    async def next_chunk(self) -> Any:
-        body, self._body = self._body, None
-        return body
-
-
 class _Exchange:
     """Async context manager around one streamed pyreqwest request."""
 
-    __slots__ = ("_cm", "_url")
+    __slots__ = ("_cm",)
 
-    def __init__(self, cm: Any, url: str) -> None:
+    def __init__(self, cm: Any) -> None:
         self._cm = cm
-        self._url = url
 
     async def __aenter__(self) -> _PyreqwestResponse:
         try:
             resp = await self._cm.__aenter__()
         except PyreqwestError as exc:
-            raise _map_error(exc, self._url) from exc
+            raise _map_error(exc) from exc
         return _PyreqwestResponse(resp)
 
     async def __aexit__(self, *exc: object) -> None:
@@ -157,13 +139,13 @@ class PyreqwestTransport:
             builder = builder.max_connections(max_connections)
         self._client = builder.build()
 
-    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> _ReadResponse:
+    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> _PyreqwestResponse:
         req = self._client.request(method, url).headers(headers).body_bytes(body).build()
         try:
             resp = await req.send()
-            return _ReadResponse(resp, await resp.bytes())
+            return _PyreqwestResponse(resp, await resp.bytes())
         except PyreqwestError as exc:
-            raise _map_error(exc, url) from exc
+            raise _map_error(exc) from exc
 
     def open(self, method: str, url: str, headers: Headers, body: bytes) -> _Exchange:
         req = (
@@ -175,7 +157,7 @@ class PyreqwestTransport:
             .streamed_read_buffer_limit(0)
             .build_streamed()
         )
-        return _Exchange(req, url)
+        return _Exchange(req)
 
     async def close(self) -> None:
         await self._client.close()
