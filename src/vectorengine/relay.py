@@ -10,6 +10,8 @@ usage record of the request, which is queued exactly once whatever happens.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +38,14 @@ class ClientGone(Exception):
 
 
 class StreamSink(Protocol):
-    async def send(self, data: bytes) -> None: ...
+    """The client side of a streamed response.
+
+    ``send`` is the server's own write, called once per chunk with no wrapper around it; it
+    raises one of ``gone`` once the client has left.
+    """
+
+    send: Callable[[bytes], Awaitable[None]]
+    gone: tuple[type[BaseException], ...]
 
 
 class Responder(Protocol):
@@ -160,32 +169,36 @@ class Relay:
         rec.status = resp.status
         read, feed, send = resp.next_chunk, observer.feed, sink.send
         try:
-            while (chunk := await read()) is not None:
-                data = feed(chunk)
-                if rec.ttft_ms is None and observer.content_seen:
-                    rec.ttft_ms = _ms_since(req.t0)
-                if data:
-                    await send(data)
+            try:
+                while (chunk := await read()) is not None:
+                    data = feed(chunk)
+                    if rec.ttft_ms is None and observer.content_seen:
+                        rec.ttft_ms = _ms_since(req.t0)
+                    if data:
+                        await send(data)
+            except resp.broken as exc:
+                raise GatewayError(
+                    Kind.UPSTREAM_STREAM_BROKEN, f"upstream stream broken: {type(exc).__name__}"
+                ) from exc
             tail = observer.tail()
             if tail:
-                await sink.send(tail)
+                await send(tail)
+            if observer.error is not None:
+                rec.error_kind = Kind.UPSTREAM_STATUS.value
+            elif not observer.done:
+                rec.error_kind = Kind.UPSTREAM_STREAM_BROKEN.value
+                await send(
+                    _error_event(Kind.UPSTREAM_STREAM_BROKEN, "The upstream stream ended unexpectedly.")
+                )
         except GatewayError as err:
             # The status line is out: end the stream with an in-band error event, as OpenAI does.
-            await sink.send(b"data: " + err.openai_body() + b"\n\n")
+            with suppress(*sink.gone):  # the client left too; the record keeps the upstream's fault
+                await send(b"data: " + err.openai_body() + b"\n\n")
             raise
+        except sink.gone as exc:
+            raise ClientGone() from exc
         finally:
             _apply_usage(rec, observer.usage)
-        if observer.error is not None:
-            rec.error_kind = Kind.UPSTREAM_STATUS.value
-        elif not observer.done:
-            rec.error_kind = Kind.UPSTREAM_STREAM_BROKEN.value
-            await sink.send(
-                b"data: "
-                + GatewayError(
-                    Kind.UPSTREAM_STREAM_BROKEN, "The upstream stream ended unexpectedly."
-                ).openai_body()
-                + b"\n\n"
-            )
 
 
 def _decode(req: Inbound) -> wire.Call:
@@ -229,6 +242,10 @@ def _apply_usage(rec: UsageRecord, usage: Usage | None) -> None:
 
 def _base_headers(req: Inbound) -> ResponseHeaders:
     return [("x-request-id", req.request_id)]
+
+
+def _error_event(kind: Kind, message: str) -> bytes:
+    return b"data: " + GatewayError(kind, message).openai_body() + b"\n\n"
 
 
 def _ms_since(t0: float) -> float:

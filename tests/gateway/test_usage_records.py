@@ -146,6 +146,32 @@ def test_graceful_shutdown_under_load_loses_no_record(slow_sim: SimHandle, tmp_p
     assert not missing, f"{len(missing)} of {len(done)} answered requests have no usage record"
 
 
+def test_a_client_leaving_mid_stream_is_recorded_as_aborted(slow_sim: SimHandle, tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, gateway_config(slow_sim))
+    try:
+        words = " ".join(f"word{i}" for i in range(24))  # a long reply: ~40 chunks, 5 ms apart
+        with (
+            httpx.Client(timeout=10) as c,
+            c.stream(
+                "POST",
+                gw.base_url + "/chat/completions",
+                headers={"Authorization": f"Bearer {FULL_KEY}"},
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": words}], "stream": True},
+            ) as r,
+        ):
+            assert r.status_code == 200
+            request_id = r.headers["x-request-id"]
+            first = next(line for line in r.iter_lines() if '"content":"' in line)
+            assert first.startswith("data: ")
+        # The connection is closed here, after one content event of many.
+        rec = wait_record(gw, request_id)
+        assert rec["status"] == 499 and rec["error_kind"] == "client_aborted"
+        assert rec["stream"] is True and rec["ttft_ms"] is not None
+        assert rec["latency_ms"] < 40 + 40 * 5, "the gateway kept reading after the client left"
+    finally:
+        gw.stop()
+
+
 # -- the database locked or slow -----------------------------------------------------------------
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from granian._granian import RSGIProtocolClosed, RSGIProtocolError
 
 from vectorengine.errors import GatewayError, Kind
-from vectorengine.relay import ClientGone, ResponseHeaders
+from vectorengine.relay import ResponseHeaders
 
 JSON = "application/json"
 
@@ -47,16 +48,13 @@ def client_ip(scope: Any) -> str | None:
 
 
 class _Sink:
-    __slots__ = ("_transport",)
+    """Granian's stream writer, called directly once per chunk."""
+
+    __slots__ = ("send",)
+    gone: tuple[type[BaseException], ...] = (RSGIProtocolClosed, RSGIProtocolError)
 
     def __init__(self, transport: Any) -> None:
-        self._transport = transport
-
-    async def send(self, data: bytes) -> None:
-        try:
-            await self._transport.send_bytes(data)
-        except Exception as exc:  # Granian raises its ProtocolClosed when the peer is gone
-            raise ClientGone() from exc
+        self.send = transport.send_bytes
 
 
 class RSGIResponder:

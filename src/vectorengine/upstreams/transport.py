@@ -6,7 +6,7 @@ relay knows which HTTP client is underneath.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from datetime import timedelta
 from typing import Any, Protocol
@@ -26,15 +26,16 @@ Headers = Sequence[tuple[str, str]]
 
 class UpstreamResponse(Protocol):
     status: int
+    next_chunk: Callable[[], Awaitable[bytes | memoryview | None]]
+    """The next piece of a streamed body as it arrived, or None at its end. This is the
+    client's own read (no wrapper: it runs once per chunk); it raises one of ``broken``
+    when the upstream connection fails mid-body."""
+    broken: tuple[type[BaseException], ...]
 
     def header(self, name: str) -> str | None: ...
 
     async def read(self) -> bytes | memoryview:
         """The whole (rest of the) body."""
-        ...
-
-    async def next_chunk(self) -> bytes | memoryview | None:
-        """The next piece of the body as it arrived, or None at its end."""
         ...
 
 
@@ -65,13 +66,16 @@ def _map_error(exc: PyreqwestError) -> GatewayError:
 class _PyreqwestResponse:
     """An upstream response; ``body`` is given when the client already read it in full."""
 
-    __slots__ = ("_body", "_reader", "_resp", "status")
+    __slots__ = ("_body", "_resp", "next_chunk", "status")
+    broken: tuple[type[BaseException], ...] = (PyreqwestError,)
 
     def __init__(self, resp: Any, body: Any = None) -> None:
         self._resp = resp
         self._body: Any = body
-        self._reader: Any = resp.body_reader if body is None else None
         self.status: int = resp.status
+        self.next_chunk: Callable[[], Awaitable[Any]] = (
+            resp.body_reader.read_chunk if body is None else _no_more_chunks
+        )
 
     def header(self, name: str) -> str | None:
         value = self._resp.get_header(name)
@@ -87,13 +91,9 @@ class _PyreqwestResponse:
                 Kind.UPSTREAM_STREAM_BROKEN, f"upstream body read failed: {type(exc).__name__}"
             ) from exc
 
-    async def next_chunk(self) -> Any:
-        try:
-            return await self._reader.read_chunk()
-        except PyreqwestError as exc:
-            raise GatewayError(
-                Kind.UPSTREAM_STREAM_BROKEN, f"upstream stream broken: {type(exc).__name__}"
-            ) from exc
+
+async def _no_more_chunks() -> None:
+    return None
 
 
 class _Exchange:
