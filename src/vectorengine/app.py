@@ -14,11 +14,16 @@ import os
 from typing import Any
 
 from vectorengine.errors import GatewayError, Kind
+from vectorengine.failover import Failover
 from vectorengine.http import openai as openai_http
 from vectorengine.http.admin_api import AdminAPI
 from vectorengine.http.rsgi import send_error, send_json
 from vectorengine.keys import ADMIN_KEY_META, hash_key
 from vectorengine.relay import Relay
+from vectorengine.routing.health import HealthBoard
+from vectorengine.routing.pacing import Pacer
+from vectorengine.routing.probe import Prober
+from vectorengine.routing.selection import Selector
 from vectorengine.settings import Settings, decode_settings
 from vectorengine.store.repository import Store
 from vectorengine.store.snapshot import SnapshotHolder
@@ -59,7 +64,8 @@ class Gateway:
     async def startup(self) -> None:
         s = self.settings
         self.store = Store.from_url(s.database)
-        self.snapshots = SnapshotHolder(self.store, s.snapshot_poll_s)
+        group_map = {g: cfg.channel_groups for g, cfg in s.groups.items()}
+        self.snapshots = SnapshotHolder(self.store, s.snapshot_poll_s, group_map)
         await self.snapshots.load()
         self.usage = UsageWriter(
             self.store, batch_size=s.usage.batch_size, flush_interval_s=s.usage.flush_interval_ms / 1000
@@ -71,10 +77,21 @@ class Gateway:
                 timeout_s=s.upstream.timeout_s,
                 max_connections=s.upstream.max_connections,
             )
-        self.relay = Relay(self.snapshots, self._transport, self.usage)
+        self.health = HealthBoard(s.health)
+        self.pacer = Pacer()
+        selector = Selector(
+            self.health, self.pacer, strategy=s.routing.strategy, affinity_ttl_s=s.routing.affinity_ttl_s
+        )
+        failover = Failover(self._transport, selector, s.routing, s.upstream)
+        self.relay = Relay(self.snapshots, failover, self.usage, s.upstream.idle_timeout_s)
+        prober = Prober(self.health, lambda: self.snapshots.current.channels, self._transport, s.health)
         admin_hash = hash_key(s.admin_key) if s.admin_key else await self.store.get_meta(ADMIN_KEY_META)
-        self.admin = AdminAPI(self.store, self.snapshots, admin_hash, s.max_body_bytes)
-        self._tasks.append(asyncio.get_running_loop().create_task(self.snapshots.run(), name="snapshot-poll"))
+        self.admin = AdminAPI(
+            self.store, self.snapshots, admin_hash, s.max_body_bytes, self.health, self.pacer
+        )
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.snapshots.run(), name="snapshot-poll"))
+        self._tasks.append(loop.create_task(prober.run(), name="health-probes"))
         if s.demo:
             from vectorengine.simulator import OpenAISimulator
 

@@ -112,7 +112,12 @@ async def _sync_tokens(store: Store, settings: Settings, out: Bootstrapped) -> N
     for tok in settings.tokens:
         existing = await store.find_token(name=tok.name)
         expires = tok.expires_at * 1000 if tok.expires_at is not None else None
-        fields: dict[str, object] = {"models": tok.models, "enabled": tok.enabled, "expires_at": expires}
+        fields: dict[str, object] = {
+            "models": tok.models,
+            "enabled": tok.enabled,
+            "expires_at": expires,
+            "group": tok.group,
+        }
         if tok.key is not None:
             fields |= {"key_hash": hash_key(tok.key), "key_hint": key_hint(tok.key)}
         if existing is None:
@@ -124,6 +129,7 @@ async def _sync_tokens(store: Store, settings: Settings, out: Bootstrapped) -> N
                 models=tok.models,
                 enabled=tok.enabled,
                 expires_at=expires,
+                group=tok.group,
                 managed_by="config",
             )
             if tok.key is None:

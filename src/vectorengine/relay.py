@@ -1,7 +1,8 @@
 """The relay pipeline: one request's path, top to bottom.
 
-    authenticate → decode → authorize → pick channel and key → call upstream
-    → deliver (pass bytes through, observe usage) → record
+    authenticate → decode → authorize → route → open an upstream answer (failover:
+    attempts on channels and keys until one answers) → deliver (pass bytes through,
+    observe usage) → record
 
 Each step lives in a module with one job; this module only sequences them and owns the
 usage record of the request, which is queued exactly once whatever happens.
@@ -9,6 +10,7 @@ usage record of the request, which is queued exactly once whatever happens.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -17,20 +19,13 @@ from typing import Protocol
 
 from vectorengine import auth
 from vectorengine.errors import GatewayError, Kind
+from vectorengine.failover import Failover, Opened
 from vectorengine.protocol import openai as wire
 from vectorengine.protocol.usage import Usage
-from vectorengine.routing.selection import Selector
 from vectorengine.store.records import UsageRecord
 from vectorengine.store.snapshot import SnapshotHolder
-from vectorengine.upstreams import openai as openai_upstream
-from vectorengine.upstreams.transport import Transport, UpstreamResponse
 
 ResponseHeaders = list[tuple[str, str]]
-
-# Upstream statuses that describe the channel's own credentials or billing, not the caller's
-# request: passing them on would tell the caller their (valid) key is wrong.
-_CHANNEL_FAULT_STATUSES = frozenset({401, 402, 403})
-_FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
 
 
 class ClientGone(Exception):
@@ -53,6 +48,10 @@ class Responder(Protocol):
 
     def start_stream(self, status: int, headers: ResponseHeaders) -> StreamSink: ...
 
+    def watch_disconnect(self, on_gone: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_gone`` if the client disconnects; returns a function that stops watching."""
+        ...
+
 
 class UsageSink(Protocol):
     def put(self, record: UsageRecord) -> None: ...
@@ -73,16 +72,12 @@ class Inbound:
 
 class Relay:
     def __init__(
-        self,
-        snapshots: SnapshotHolder,
-        transport: Transport,
-        usage: UsageSink,
-        selector: Selector | None = None,
+        self, snapshots: SnapshotHolder, failover: Failover, usage: UsageSink, idle_timeout_s: float
     ) -> None:
         self._snapshots = snapshots
-        self._transport = transport
+        self._failover = failover
         self._usage = usage
-        self._selector = selector or Selector()
+        self._idle_s = idle_timeout_s
 
     async def handle(self, req: Inbound, out: Responder) -> None:
         rec = UsageRecord(
@@ -92,6 +87,8 @@ class Relay:
             client_ip=req.client_ip,
         )
         started = False  # whether the client has been sent a status line
+        opened: Opened | None = None
+        gone: _Gone | None = None
         try:
             snapshot = self._snapshots.current
             token = auth.authenticate(snapshot, auth.bearer(req.authorization), req.received_ms)
@@ -99,34 +96,27 @@ class Relay:
             call = _decode(req)
             rec.model, rec.stream = call.model, call.stream
             auth.authorize_model(token, call.model)
-            table = snapshot.routes.get(call.model)
-            if table is None:
+            routes = snapshot.routes_for(token)
+            if call.model not in routes:
                 raise GatewayError(
                     Kind.MODEL_NOT_FOUND,
                     f"The model `{call.model}` does not exist or you do not have access to it.",
                     param="model",
                 )
-            cand, key_index = self._selector.pick(table)
-            rec.channel_id, rec.key_index, rec.upstream_model = (
-                cand.channel.id,
-                key_index,
-                cand.upstream_model,
-            )
-            url, headers = openai_upstream.target(cand.channel, key_index, call.endpoint, call.stream)
-            body = wire.encode_upstream(call, cand.upstream_model)
+            if call.stream:  # a client that leaves cancels the upstream call at once
+                gone = _Gone(out)
+            rec.attempts = []
+            opened = await self._failover.open(call, token, routes, rec.attempts, req.t0)
+            rec.ttfb_ms = _ms_since(req.t0)
+            pick = opened.pick
+            rec.channel_id, rec.key_index = pick.candidate.channel.id, pick.key_index
+            rec.upstream_model = pick.candidate.upstream_model
             if call.stream:
-                async with self._transport.open("POST", url, headers, body) as resp:
-                    rec.ttfb_ms = _ms_since(req.t0)
-                    if resp.status >= 400:
-                        await _upstream_error(resp)
-                    started = True
-                    await self._deliver_stream(req, call, resp, out, rec)
+                started = True
+                await self._deliver_stream(req, call, opened, out, rec)
             else:
-                resp = await self._transport.send("POST", url, headers, body)
-                rec.ttfb_ms = _ms_since(req.t0)
-                if resp.status >= 400:
-                    await _upstream_error(resp)
-                await self._deliver_json(req, resp, out, rec)
+                self._deliver_json(req, opened, out, rec)
+            self._failover.settle(opened, opened.usage)
         except GatewayError as err:
             rec.error_kind = err.kind.value
             if not started:  # else the client already has its status; the error went in-band
@@ -135,30 +125,36 @@ class Relay:
                 out.send(err.status, headers, err.openai_body())
         except ClientGone:
             rec.status, rec.error_kind = 499, Kind.CLIENT_ABORTED.value
+        except asyncio.CancelledError:
+            if gone is None or not gone.happened:
+                raise
+            gone.absorb()
+            rec.status, rec.error_kind = 499, Kind.CLIENT_ABORTED.value
         except Exception:
             rec.status, rec.error_kind = 500, Kind.INTERNAL.value
             raise  # the app logs it and answers with the internal-error envelope
         finally:
+            if gone is not None:
+                gone.stop()
+            if opened is not None:
+                await opened.close()
+            if not rec.attempts:
+                rec.attempts = None
             rec.latency_ms = _ms_since(req.t0)
             self._usage.put(rec)
 
-    async def _deliver_json(
-        self, req: Inbound, resp: UpstreamResponse, out: Responder, rec: UsageRecord
-    ) -> None:
-        raw = await resp.read()
-        obj, usage = wire.usage_from_body(raw)
-        if obj is None:
-            raise GatewayError(
-                Kind.UPSTREAM_BAD_RESPONSE, "The upstream returned a response that is not valid JSON."
-            )
-        _apply_usage(rec, usage)
+    def _deliver_json(self, req: Inbound, opened: Opened, out: Responder, rec: UsageRecord) -> None:
+        resp = opened.resp
+        _apply_usage(rec, opened.usage)
         rec.status = resp.status
         ctype = resp.header("content-type") or "application/json"
-        out.send(resp.status, [*_base_headers(req), ("content-type", ctype)], bytes(raw))
+        assert opened.body is not None
+        out.send(resp.status, [*_base_headers(req), ("content-type", ctype)], bytes(opened.body))
 
     async def _deliver_stream(
-        self, req: Inbound, call: wire.Call, resp: UpstreamResponse, out: Responder, rec: UsageRecord
+        self, req: Inbound, call: wire.Call, opened: Opened, out: Responder, rec: UsageRecord
     ) -> None:
+        resp = opened.resp
         observer = wire.StreamObserver(strip_usage=not call.include_usage)
         headers = [
             *_base_headers(req),
@@ -168,18 +164,34 @@ class Relay:
         sink = out.start_stream(resp.status, headers)
         rec.status = resp.status
         read, feed, send = resp.next_chunk, observer.feed, sink.send
+        idle = opened.pick.candidate.channel.timeouts.idle_s or self._idle_s
+        now = asyncio.get_running_loop().time
         try:
             try:
-                while (chunk := await read()) is not None:
-                    data = feed(chunk)
-                    if rec.ttft_ms is None and observer.content_seen:
-                        rec.ttft_ms = _ms_since(req.t0)
-                    if data:
-                        await send(data)
+                # The idle timer is pushed back at most every tenth of its length, so a stream
+                # is cut after 0.9–1.0 × idle_s of silence; one clock read per chunk.
+                async with asyncio.timeout(idle) as timer:
+                    pushed = now()
+                    chunk = opened.first
+                    while chunk is not None:
+                        data = feed(chunk)
+                        if rec.ttft_ms is None and observer.content_seen:
+                            rec.ttft_ms = _ms_since(req.t0)
+                        if data:
+                            await send(data)
+                        chunk = await read()
+                        t = now()
+                        if t - pushed > idle * 0.1:
+                            timer.reschedule(t + idle)
+                            pushed = t
             except resp.broken as exc:
                 raise GatewayError(
                     Kind.UPSTREAM_STREAM_BROKEN, f"upstream stream broken: {type(exc).__name__}"
                 ) from exc
+            except TimeoutError:
+                raise GatewayError(
+                    Kind.UPSTREAM_TIMEOUT, f"The upstream stream was silent for {idle:g} s."
+                ) from None
             tail = observer.tail()
             if tail:
                 await send(tail)
@@ -198,7 +210,33 @@ class Relay:
         except sink.gone as exc:
             raise ClientGone() from exc
         finally:
+            opened.usage = observer.usage
             _apply_usage(rec, observer.usage)
+
+
+class _Gone:
+    """Cancels the request's task when its client disconnects (streams)."""
+
+    __slots__ = ("_stop", "_task", "happened")
+
+    def __init__(self, out: Responder) -> None:
+        self._task = asyncio.current_task()
+        self.happened = False
+        self._stop = out.watch_disconnect(self._fire)
+
+    def _fire(self) -> None:
+        self.happened = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def absorb(self) -> None:
+        """The cancellation was ours and is handled: the task goes on to record the request."""
+        if self._task is not None:
+            self._task.uncancel()
+
+    def stop(self) -> None:
+        self._stop()
+        self._task = None  # a late notice must not cancel whatever the task does next
 
 
 def _decode(req: Inbound) -> wire.Call:
@@ -207,29 +245,6 @@ def _decode(req: Inbound) -> wire.Call:
     except wire.DecodeError as exc:
         kind = Kind.INVALID_JSON if exc.bad_json else Kind.INVALID_REQUEST
         raise GatewayError(kind, str(exc), param=exc.param) from None
-
-
-async def _upstream_error(resp: UpstreamResponse) -> None:
-    """Turn an upstream error status into a GatewayError, passing on what is meaningful."""
-    raw = await resp.read()
-    obj, _ = wire.usage_from_body(raw)
-    headers = tuple((h, v) for h in _FORWARDED_ERROR_HEADERS if (v := resp.header(h)) is not None)
-    if resp.status in _CHANNEL_FAULT_STATUSES:
-        raise GatewayError(
-            Kind.UPSTREAM_STATUS,
-            f"The upstream provider refused the channel's credentials (HTTP {resp.status}).",
-            status=502,
-        )
-    message = f"The upstream provider returned HTTP {resp.status}."
-    passthrough = None
-    if wire.error_envelope(obj):
-        passthrough = bytes(raw)
-        upstream_message = obj["error"].get("message")
-        if isinstance(upstream_message, str) and upstream_message:
-            message = upstream_message
-    raise GatewayError(
-        Kind.UPSTREAM_STATUS, message, status=resp.status, headers=headers, passthrough=passthrough
-    )
 
 
 def _apply_usage(rec: UsageRecord, usage: Usage | None) -> None:

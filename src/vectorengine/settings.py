@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
 
+from vectorengine.store.records import Hedge, Timeouts
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
 DEFAULT_DATABASE = "sqlite:///./data/vectorengine.db"
@@ -38,6 +39,13 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     priority: int = 0
     weight: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 1
     enabled: bool = True
+    groups: Annotated[list[Name], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["default"]
+    )
+    rpm: Annotated[int, msgspec.Meta(ge=1)] | None = None  # per key
+    tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None  # per key
+    timeouts: Timeouts = Timeouts()
+    hedge: Hedge | None = None
 
 
 class TokenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -46,6 +54,7 @@ class TokenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     models: list[str] | None = None
     enabled: bool = True
     expires_at: int | None = None  # unix seconds
+    group: Name = "default"
 
 
 class UsageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -54,10 +63,49 @@ class UsageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 15.0
 
 
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
 class UpstreamConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    """Defaults for every channel (a channel's ``timeouts`` override them)."""
+
+    connect_timeout_s: Seconds = 10.0
+    first_byte_timeout_s: Seconds = 300.0  # a non-streaming answer's first byte comes when it is done
+    idle_timeout_s: Seconds = 120.0
+    timeout_s: Seconds = 600.0
     max_connections: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Per-key circuit breakers, cooldowns and probes."""
+
+    failures_to_open: Annotated[int, msgspec.Meta(ge=1)] = 5  # consecutive failures
+    error_rate_to_open: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    min_samples: Annotated[int, msgspec.Meta(ge=1)] = 20  # before the error rate counts
+    window: Annotated[int, msgspec.Meta(ge=2)] = (
+        50  # the error rate and latency average over ~this many calls
+    )
+    open_s: Seconds = 5.0  # first wait before probing an open breaker; doubles per failed probe
+    max_open_s: Seconds = 300.0
+    cooldown_s: Seconds = 1.0  # after a 429 without retry-after
+    disabled_probe_s: Seconds = 300.0  # how often a key disabled for auth or billing is probed
+    probe_timeout_s: Seconds = 30.0
+    probe_tick_ms: Annotated[float, msgspec.Meta(ge=10)] = 100.0
+
+
+class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
+    deadline_s: Seconds = 600.0  # for all attempts of a request, until its response starts
+    capacity_wait_ms: Annotated[float, msgspec.Meta(ge=0)] = 2000.0  # every key at its limit: wait this long
+    strategy: Literal["weighted", "latency"] = "weighted"
+    affinity_ttl_s: Seconds | None = None  # same `user` / `prompt_cache_key` → same channel
+    fallbacks: dict[str, list[str]] = {}  # model → models to try when its channels are exhausted
+    context_fallbacks: dict[str, list[str]] = {}  # model → larger-context models (context_length_exceeded)
+    hedge: dict[str, Hedge] = {}  # model → hedging policy
+
+
+class GroupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    channel_groups: Annotated[list[Name], msgspec.Meta(min_length=1)]
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -70,6 +118,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     demo: bool | None = None  # None: on when no channel is configured
     usage: UsageConfig = UsageConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    health: HealthConfig = HealthConfig()
+    routing: RoutingConfig = RoutingConfig()
+    groups: dict[str, GroupConfig] = {}  # token group → channel groups (default: the same name)
     channels: list[ChannelConfig] = []
     tokens: list[TokenConfig] = []
 

@@ -126,10 +126,10 @@ async def test_snapshot_routes_by_priority_and_sees_changes(store: Store) -> Non
     await store.create_channel({**CHANNEL, "name": "low", "priority": 0})
     await store.create_channel({**CHANNEL, "name": "high", "priority": 5, "models": ["m1"]})
     snap = await holder.load()
-    table = snap.routes["m1"]
+    table = snap.routes["default"]["m1"]
     assert [t.priority for t in table.tiers] == [5, 0]
     assert table.tiers[0].candidates[0].channel.name == "high"
-    assert snap.routes["m2"].tiers[0].candidates[0].upstream_model == "m2"
+    assert snap.routes["default"]["m2"].tiers[0].candidates[0].upstream_model == "m2"
     other = Store(store.engine)  # a change made elsewhere (another worker, the CLI)
     await other.create_token(name="x", key_hash="z" * 64, key_hint="x")
     assert await holder.refresh_if_changed()

@@ -20,6 +20,8 @@ from vectorengine.errors import GatewayError, Kind
 from vectorengine.http import admin_schema as s
 from vectorengine.http.rsgi import read_body, send_error
 from vectorengine.keys import generate_key, hash_key, key_hint
+from vectorengine.routing.health import HealthBoard
+from vectorengine.routing.pacing import Pacer
 from vectorengine.store.records import Channel, StoredUsage, Token, UsageFilter
 from vectorengine.store.repository import Store
 from vectorengine.store.snapshot import SnapshotHolder
@@ -64,9 +66,17 @@ class Route:
 
 class AdminAPI:
     def __init__(
-        self, store: Store, snapshots: SnapshotHolder, admin_key_hash: str | None, max_body: int
+        self,
+        store: Store,
+        snapshots: SnapshotHolder,
+        admin_key_hash: str | None,
+        max_body: int,
+        health: HealthBoard,
+        pacer: Pacer,
     ) -> None:
         self.store = store
+        self.health = health
+        self.pacer = pacer
         self.snapshots = snapshots
         self.admin_key_hash = admin_key_hash
         self.max_body = max_body
@@ -163,6 +173,11 @@ def _channel_out(ch: Channel) -> s.ChannelOut:
         managed_by=ch.managed_by,
         created_at=ch.created_at,
         updated_at=ch.updated_at,
+        groups=list(ch.groups),
+        rpm=ch.rpm,
+        tpm=ch.tpm,
+        timeouts=ch.timeouts,
+        hedge=ch.hedge,
     )
 
 
@@ -228,6 +243,38 @@ async def delete_channel(api: AdminAPI, req: AdminRequest) -> Reply:
     return Reply(204)
 
 
+def _live_channel(api: AdminAPI, req: AdminRequest) -> Channel:
+    """The channel as the relay sees it now (health is kept per worker, in memory)."""
+    ch = api.snapshots.current.channels.get(_int_param(req, "id"))
+    if ch is None:
+        raise GatewayError(Kind.NOT_FOUND, "No such channel.")
+    return ch
+
+
+def _channel_health(api: AdminAPI, ch: Channel) -> s.ChannelHealth:
+    keys = [
+        msgspec.convert(
+            {**row, "key": key_hint(ch.keys[row["key_index"]]), **api.pacer.view(ch, row["key_index"])},
+            s.KeyHealthOut,
+        )
+        for row in api.health.view(ch.id, len(ch.keys))
+    ]
+    return s.ChannelHealth(channel_id=ch.id, name=ch.name, ttfb_p95_ms=api.health.ttfb_p95(ch.id), keys=keys)
+
+
+async def channel_health(api: AdminAPI, req: AdminRequest) -> Reply:
+    return Reply(200, _channel_health(api, _live_channel(api, req)))
+
+
+async def reset_key(api: AdminAPI, req: AdminRequest) -> Reply:
+    ch = _live_channel(api, req)
+    index = _int_param(req, "index")
+    if not 0 <= index < len(ch.keys):
+        raise GatewayError(Kind.NOT_FOUND, "No such key index on this channel.", param="index")
+    api.health.reset(ch.id, index)
+    return Reply(200, _channel_health(api, ch))
+
+
 # -- tokens ----------------------------------------------------------------------------------
 
 
@@ -242,6 +289,7 @@ def _token_out(tok: Token) -> s.TokenOut:
         managed_by=tok.managed_by,
         created_at=tok.created_at,
         updated_at=tok.updated_at,
+        group=tok.group,
     )
 
 
@@ -260,6 +308,7 @@ async def create_token(api: AdminAPI, req: AdminRequest) -> Reply:
             models=body.models,
             enabled=body.enabled,
             expires_at=body.expires_at * 1000 if body.expires_at is not None else None,
+            group=body.group,
         )
     except KeyError:
         raise GatewayError(Kind.CONFLICT, "That key is already in use.", param="key") from None
@@ -361,6 +410,20 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/channels/{id}", get_channel, "Get a channel", response=s.ChannelOut),
     Route("PATCH", "/api/channels/{id}", patch_channel, "Change a channel", s.ChannelPatch, s.ChannelOut),
     Route("DELETE", "/api/channels/{id}", delete_channel, "Delete a channel", status=204),
+    Route(
+        "GET",
+        "/api/channels/{id}/health",
+        channel_health,
+        "Per-key health: breaker state, reason, error rate, latency, pacing (this worker's view)",
+        response=s.ChannelHealth,
+    ),
+    Route(
+        "POST",
+        "/api/channels/{id}/keys/{index}/reset",
+        reset_key,
+        "Put a key back in service (e.g. after fixing its billing)",
+        response=s.ChannelHealth,
+    ),
     Route("GET", "/api/tokens", list_tokens, "List tokens (keys are never shown)", response=list[s.TokenOut]),
     Route(
         "POST",

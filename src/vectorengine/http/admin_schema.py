@@ -6,9 +6,13 @@ from typing import Annotated
 
 import msgspec
 
+from vectorengine.store.records import AttemptRecord, Hedge, Timeouts
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Models = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
 Weight = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+Groups = Annotated[list[Name], msgspec.Meta(min_length=1)]
+PerMinute = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -21,6 +25,11 @@ class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: int = 0
     weight: Weight = 1
     enabled: bool = True
+    groups: Groups = msgspec.field(default_factory=lambda: ["default"])
+    rpm: PerMinute | None = None  # per key
+    tpm: PerMinute | None = None  # per key
+    timeouts: Timeouts = Timeouts()
+    hedge: Hedge | None = None
 
 
 class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -36,6 +45,11 @@ class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: int | msgspec.UnsetType = msgspec.UNSET
     weight: Weight | msgspec.UnsetType = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    groups: Groups | msgspec.UnsetType = msgspec.UNSET
+    rpm: PerMinute | msgspec.UnsetType | None = msgspec.UNSET
+    tpm: PerMinute | msgspec.UnsetType | None = msgspec.UNSET
+    timeouts: Timeouts | msgspec.UnsetType = msgspec.UNSET
+    hedge: Hedge | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChannelOut(msgspec.Struct, kw_only=True):
@@ -53,6 +67,37 @@ class ChannelOut(msgspec.Struct, kw_only=True):
     managed_by: str
     created_at: int
     updated_at: int
+    groups: list[str]
+    rpm: int | None
+    tpm: int | None
+    timeouts: Timeouts
+    hedge: Hedge | None
+
+
+class KeyHealthOut(msgspec.Struct, kw_only=True):
+    key_index: int
+    key: str  # hint only
+    state: str  # healthy | cooling | open | disabled
+    reason: str | None
+    since: int  # unix ms, when the key entered its state
+    error_rate: float  # exponentially weighted share of failed calls
+    samples: int
+    consecutive_failures: int
+    latency_ms: float | None  # exponentially weighted time to first byte
+    next_probe_in_s: float | None
+    last_probe: int | None
+    last_probe_ok: bool | None
+    rpm: float | None  # pacing: effective limits (configured or learned from headers)
+    tpm: float | None
+    learned_rpm: int | None
+    learned_tpm: int | None
+
+
+class ChannelHealth(msgspec.Struct, kw_only=True):
+    channel_id: int
+    name: str
+    ttfb_p95_ms: float | None
+    keys: list[KeyHealthOut]
 
 
 class TokenCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -61,6 +106,7 @@ class TokenCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: Models | None = None
     enabled: bool = True
     expires_at: int | None = None  # unix seconds
+    group: Name = "default"
 
 
 class TokenPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -68,6 +114,7 @@ class TokenPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: Models | msgspec.UnsetType | None = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
     expires_at: int | msgspec.UnsetType | None = msgspec.UNSET
+    group: Name | msgspec.UnsetType = msgspec.UNSET
 
 
 class TokenOut(msgspec.Struct, kw_only=True):
@@ -80,6 +127,7 @@ class TokenOut(msgspec.Struct, kw_only=True):
     managed_by: str
     created_at: int
     updated_at: int
+    group: str
 
 
 class TokenCreated(TokenOut, kw_only=True):
@@ -107,6 +155,7 @@ class UsageOut(msgspec.Struct, kw_only=True):
     cached_tokens: int
     reasoning_tokens: int
     client_ip: str | None
+    attempts: list[AttemptRecord] | None  # every try on a channel and key, in order; None before routing
 
 
 class UsagePage(msgspec.Struct, kw_only=True):

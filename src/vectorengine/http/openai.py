@@ -10,6 +10,7 @@ from vectorengine.errors import GatewayError, Kind
 from vectorengine.http.rsgi import RSGIResponder, client_ip, read_body, send_error, send_json
 from vectorengine.protocol.openai import Endpoint
 from vectorengine.relay import Inbound, Relay
+from vectorengine.routing.selection import RouteTable
 from vectorengine.store.snapshot import SnapshotHolder
 
 RELAY_ROUTES: dict[str, Endpoint] = {
@@ -53,7 +54,8 @@ def models(
         )
         allowed = snapshot.models_for(token)
         if model_id is None:
-            send_json(protocol, 200, {"object": "list", "data": [_model(snapshot, m) for m in allowed]}, rid)
+            routes = snapshot.routes_for(token)
+            send_json(protocol, 200, {"object": "list", "data": [_model(routes, m) for m in allowed]}, rid)
             return
         if model_id not in allowed:
             raise GatewayError(
@@ -61,12 +63,12 @@ def models(
                 f"The model `{model_id}` does not exist or you do not have access to it.",
                 param="model",
             )
-        send_json(protocol, 200, _model(snapshot, model_id), rid)
+        send_json(protocol, 200, _model(snapshot.routes_for(token), model_id), rid)
     except GatewayError as err:
         send_error(protocol, err, rid)
 
 
-def _model(snapshot: Any, model: str) -> dict[str, Any]:
-    table = snapshot.routes[model]
+def _model(routes: dict[str, RouteTable], model: str) -> dict[str, Any]:
+    table = routes[model]
     created = min(c.channel.created_at for tier in table.tiers for c in tier.candidates) // 1000
     return {"id": model, "object": "model", "created": created, "owned_by": "vectorengine"}

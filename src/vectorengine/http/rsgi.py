@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -70,6 +72,15 @@ class RSGIResponder:
 
     def start_stream(self, status: int, headers: ResponseHeaders) -> _Sink:
         return _Sink(self._protocol.response_stream(status, headers))
+
+    def watch_disconnect(self, on_gone: Callable[[], None]) -> Callable[[], None]:
+        watcher = asyncio.ensure_future(self._protocol.client_disconnect())
+        watcher.add_done_callback(lambda f: None if f.cancelled() else on_gone())
+
+        def stop() -> None:
+            watcher.cancel()
+
+        return stop
 
 
 def send_json(protocol: Any, status: int, obj: Any, headers: ResponseHeaders) -> None:

@@ -5,6 +5,26 @@ from __future__ import annotations
 import msgspec
 
 
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Per-channel upstream timeouts in seconds; ``None`` takes the global ``upstream`` default."""
+
+    connect_s: float | None = None  # TCP (and TLS) connect
+    first_byte_s: float | None = None  # request sent → first body byte (first SSE chunk when streaming)
+    idle_s: float | None = None  # longest silence between two chunks of a stream
+    total_s: float | None = None  # the whole exchange
+
+
+class Hedge(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Start a second attempt elsewhere when the first byte is late.
+
+    Late means ``after_ms``, or with ``p95`` the recent 95th percentile of the channel's time
+    to first byte (``after_ms`` is then the floor, used too until enough samples exist).
+    """
+
+    after_ms: float = 1000.0
+    p95: bool = False
+
+
 class Channel(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     name: str
@@ -19,6 +39,11 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     managed_by: str
     created_at: int
     updated_at: int
+    groups: tuple[str, ...] = ("default",)
+    rpm: int | None = None  # per key; None: unlimited unless learned from x-ratelimit-* headers
+    tpm: int | None = None
+    timeouts: Timeouts = Timeouts()
+    hedge: Hedge | None = None
 
 
 class Token(msgspec.Struct, frozen=True, kw_only=True):
@@ -32,6 +57,23 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
     managed_by: str
     created_at: int
     updated_at: int
+    group: str = "default"
+
+
+class AttemptRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One try of a request on one channel and key."""
+
+    n: int  # 1-based, in the order the attempts started
+    channel_id: int
+    key_index: int
+    upstream_model: str
+    start_ms: float  # since the request arrived
+    status: int | None = None  # upstream HTTP status, None if none arrived
+    error_class: str | None = None  # routing.policy.ErrorClass, None on success
+    latency_ms: float | None = None  # until this attempt won, failed or was cancelled
+    ttfb_ms: float | None = None
+    hedge: bool = False  # started by hedging, beside another attempt
+    outcome: str = "failed"  # won | failed | cancelled
 
 
 class UsageRecord(msgspec.Struct, kw_only=True):
@@ -56,6 +98,7 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     client_ip: str | None = None
+    attempts: list[AttemptRecord] | None = None
 
 
 class StoredUsage(UsageRecord, kw_only=True):

@@ -14,15 +14,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vectorengine.store import schema
 from vectorengine.store.engine import create_engine
-from vectorengine.store.records import Channel, StoredUsage, Token, UsageFilter, UsageRecord
+from vectorengine.store.records import (
+    Channel,
+    Hedge,
+    StoredUsage,
+    Timeouts,
+    Token,
+    UsageFilter,
+    UsageRecord,
+)
 
 log = logging.getLogger(__name__)
 
 _CHANNEL_FIELDS = frozenset(
     {"name", "type", "base_url", "keys", "models", "model_map", "priority", "weight", "enabled"}
+    | {"groups", "rpm", "tpm", "timeouts", "hedge"}
 )
-_TOKEN_FIELDS = frozenset({"name", "models", "enabled", "expires_at"})
+_TOKEN_FIELDS = frozenset({"name", "models", "enabled", "expires_at", "group"})
 _USAGE_COLUMNS = tuple(f for f in UsageRecord.__struct_fields__)
+_ATTEMPTS_AT = _USAGE_COLUMNS.index("attempts")
+_encode_json = msgspec.json.Encoder().encode
 
 
 def now_ms() -> int:
@@ -45,6 +56,11 @@ def _channel(row: Any) -> Channel:
         managed_by=m["managed_by"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        groups=tuple(m["groups"]),
+        rpm=m["rpm"],
+        tpm=m["tpm"],
+        timeouts=msgspec.convert(m["timeouts"], Timeouts),
+        hedge=msgspec.convert(m["hedge"], Hedge) if m["hedge"] is not None else None,
     )
 
 
@@ -62,6 +78,7 @@ def _token(row: Any) -> Token:
         managed_by=m["managed_by"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        group=m["group"],
     )
 
 
@@ -229,6 +246,7 @@ class Store:
         models: Sequence[str] | None = None,
         enabled: bool = True,
         expires_at: int | None = None,
+        group: str = "default",
         managed_by: str = "api",
     ) -> Token:
         """Insert a token; raises :class:`KeyError` if the key hash is already present."""
@@ -245,6 +263,7 @@ class Store:
                             models=list(models) if models is not None else None,
                             enabled=enabled,
                             expires_at=expires_at,
+                            group=group,
                             managed_by=managed_by,
                             created_at=ts,
                             updated_at=ts,
@@ -291,7 +310,7 @@ class Store:
         """
         if not records:
             return
-        rows = [msgspec.structs.astuple(r) for r in records]
+        rows = [self._usage_row(r) for r in records]
         try:
             async with self.engine.begin() as conn:
                 await conn.exec_driver_sql(self._usage_insert, rows)
@@ -303,6 +322,13 @@ class Store:
                         await conn.exec_driver_sql(self._usage_insert, [row])
                 except IntegrityError:
                     log.debug("usage record %s already stored", row[0])
+
+    @staticmethod
+    def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
+        row = msgspec.structs.astuple(record)
+        if record.attempts is None:
+            return row
+        return (*row[:_ATTEMPTS_AT], _encode_json(record.attempts).decode(), *row[_ATTEMPTS_AT + 1 :])
 
     async def query_usage(
         self, flt: UsageFilter, *, limit: int, after: int | None = None
@@ -342,13 +368,20 @@ class Store:
 
 def _only(fields: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     values = {k: v for k, v in fields.items() if k in allowed}
-    for key in ("keys", "models"):
+    for key in ("keys", "models", "groups"):
         if isinstance(values.get(key), tuple):
             values[key] = list(values[key])
+    for key in ("timeouts", "hedge"):
+        if isinstance(values.get(key), msgspec.Struct):
+            values[key] = msgspec.to_builtins(values[key])
+    if "timeouts" in values and values["timeouts"] is None:
+        values["timeouts"] = {}
     return values
 
 
 def _same(current: Any, new: Any) -> bool:
     if isinstance(current, tuple):
         return list(current) == list(new)
+    if isinstance(current, msgspec.Struct):
+        return bool(msgspec.to_builtins(current) == new)
     return bool(current == new)

@@ -29,6 +29,12 @@ channels = sa.Table(
     sa.Column("managed_by", sa.String(16), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # 0002: routing and resilience
+    sa.Column("groups", sa.JSON, nullable=False),
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("timeouts", sa.JSON, nullable=False),
+    sa.Column("hedge", sa.JSON, nullable=True),
 )
 
 tokens = sa.Table(
@@ -44,6 +50,7 @@ tokens = sa.Table(
     sa.Column("managed_by", sa.String(16), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("group", sa.String(100), nullable=False),  # 0002
 )
 
 usage_records = sa.Table(
@@ -69,6 +76,7 @@ usage_records = sa.Table(
     sa.Column("cached_tokens", sa.Integer, nullable=False),
     sa.Column("reasoning_tokens", sa.Integer, nullable=False),
     sa.Column("client_ip", sa.String(64), nullable=True),
+    sa.Column("attempts", sa.JSON, nullable=True),  # 0002: list of AttemptRecord
 )
 sa.Index("ix_usage_token", usage_records.c.token_id, usage_records.c.id)
 sa.Index("ix_usage_model", usage_records.c.model, usage_records.c.id)

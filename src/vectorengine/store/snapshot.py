@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from vectorengine.routing.selection import RouteTable, build_routes
+from vectorengine.routing.selection import RouteTable, routes_by_group
 from vectorengine.store.records import Channel, Token
 from vectorengine.store.repository import Store
 
@@ -24,28 +25,41 @@ class Snapshot:
     revision: int
     tokens_by_hash: dict[str, Token]
     channels: dict[int, Channel]
-    routes: dict[str, RouteTable]
+    routes: dict[str, dict[str, RouteTable]]  # token group → model → route table
 
     @classmethod
-    def build(cls, revision: int, tokens: list[Token], channels: list[Channel]) -> Snapshot:
+    def build(
+        cls,
+        revision: int,
+        tokens: list[Token],
+        channels: list[Channel],
+        group_map: Mapping[str, Iterable[str]] | None = None,
+    ) -> Snapshot:
         return cls(
             revision=revision,
             tokens_by_hash={t.key_hash: t for t in tokens},
             channels={c.id: c for c in channels},
-            routes=build_routes(channels),
+            routes=routes_by_group(channels, (t.group for t in tokens), group_map or {}),
         )
 
+    def routes_for(self, token: Token) -> dict[str, RouteTable]:
+        return self.routes.get(token.group) or {}
+
     def models_for(self, token: Token) -> list[str]:
-        allowed = self.routes.keys() if token.models is None else set(token.models) & self.routes.keys()
+        routes = self.routes_for(token)
+        allowed = routes.keys() if token.models is None else set(token.models) & routes.keys()
         return sorted(allowed)
 
 
 class SnapshotHolder:
-    def __init__(self, store: Store, poll_s: float = 1.0) -> None:
+    def __init__(
+        self, store: Store, poll_s: float = 1.0, group_map: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
         self._store = store
         self._poll_s = poll_s
+        self._group_map = group_map or {}
         self._lock = asyncio.Lock()
-        self.current = Snapshot.build(0, [], [])
+        self.current = Snapshot.build(0, [], [], self._group_map)
 
     async def load(self) -> Snapshot:
         """Read everything now and swap it in (used at start and after local changes)."""
@@ -53,7 +67,7 @@ class SnapshotHolder:
             revision = await self._store.revision()
             tokens = await self._store.list_tokens()
             channels = await self._store.list_channels()
-            self.current = Snapshot.build(revision, tokens, channels)
+            self.current = Snapshot.build(revision, tokens, channels, self._group_map)
             return self.current
 
     async def refresh_if_changed(self) -> bool:

@@ -40,12 +40,31 @@ class UpstreamResponse(Protocol):
 
 
 class Transport(Protocol):
-    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> UpstreamResponse:
+    """``connect_s`` bounds the connection set-up and ``total_s`` the whole exchange; None takes
+    the transport's defaults. Waiting for the first byte is bounded by the caller."""
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        connect_s: float | None = None,
+        total_s: float | None = None,
+    ) -> UpstreamResponse:
         """Send a request and read the whole response body."""
         ...
 
     def open(
-        self, method: str, url: str, headers: Headers, body: bytes
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        connect_s: float | None = None,
+        total_s: float | None = None,
     ) -> AbstractAsyncContextManager[UpstreamResponse]:
         """Send a request; the response body is read incrementally inside the context."""
         ...
@@ -117,15 +136,26 @@ class _Exchange:
 
 
 class PyreqwestTransport:
-    """Pooled keep-alive connections (HTTP/1.1, and HTTP/2 where the upstream offers it)."""
+    """Pooled keep-alive connections (HTTP/1.1, and HTTP/2 where the upstream offers it).
+
+    pyreqwest sets the connect timeout per client, so there is one client (and pool) per
+    distinct connect timeout in use; most deployments have one.
+    """
 
     def __init__(
         self, *, connect_timeout_s: float = 10.0, timeout_s: float = 600.0, max_connections: int | None = None
     ) -> None:
+        self._connect_s = connect_timeout_s
+        self._total_s = timeout_s
+        self._max_connections = max_connections
+        self._clients: dict[float, Any] = {connect_timeout_s: self._build(connect_timeout_s)}
+        self._totals: dict[float, timedelta] = {}
+
+    def _build(self, connect_s: float) -> Any:
         builder = (
             ClientBuilder()
-            .connect_timeout(timedelta(seconds=connect_timeout_s))
-            .timeout(timedelta(seconds=timeout_s))
+            .connect_timeout(timedelta(seconds=connect_s))
+            .timeout(timedelta(seconds=self._total_s))
             .pool_idle_timeout(timedelta(seconds=90))
             .tcp_nodelay(True)
             .follow_redirects(False)
@@ -135,23 +165,60 @@ class PyreqwestTransport:
             .deflate(False)
             .no_proxy()
         )
-        if max_connections is not None:
-            builder = builder.max_connections(max_connections)
-        self._client = builder.build()
+        if self._max_connections is not None:
+            builder = builder.max_connections(self._max_connections)
+        return builder.build()
 
-    async def send(self, method: str, url: str, headers: Headers, body: bytes) -> _PyreqwestResponse:
-        req = self._client.request(method, url).headers(headers).body_bytes(body).build()
+    def _request(
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        body: bytes,
+        connect_s: float | None,
+        total_s: float | None,
+    ) -> Any:
+        client = self._clients.get(connect_s or self._connect_s)
+        if client is None:
+            assert connect_s is not None
+            client = self._clients[connect_s] = self._build(connect_s)
+        builder = client.request(method, url).headers(headers).body_bytes(body)
+        if total_s is not None and total_s != self._total_s:
+            total = self._totals.get(total_s)
+            if total is None:
+                total = self._totals[total_s] = timedelta(seconds=total_s)
+            builder = builder.timeout(total)
+        return builder
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        connect_s: float | None = None,
+        total_s: float | None = None,
+    ) -> _PyreqwestResponse:
+        req = self._request(method, url, headers, body, connect_s, total_s).build()
         try:
             resp = await req.send()
             return _PyreqwestResponse(resp, await resp.bytes())
         except PyreqwestError as exc:
             raise _map_error(exc) from exc
 
-    def open(self, method: str, url: str, headers: Headers, body: bytes) -> _Exchange:
+    def open(
+        self,
+        method: str,
+        url: str,
+        headers: Headers,
+        body: bytes,
+        *,
+        connect_s: float | None = None,
+        total_s: float | None = None,
+    ) -> _Exchange:
         req = (
-            self._client.request(method, url)
-            .headers(headers)
-            .body_bytes(body)
+            self._request(method, url, headers, body, connect_s, total_s)
             # Hand every chunk over as soon as it arrives: the default buffers 64 KiB first,
             # which would hold back the first SSE events.
             .streamed_read_buffer_limit(0)
@@ -160,4 +227,5 @@ class PyreqwestTransport:
         return _Exchange(req)
 
     async def close(self) -> None:
-        await self._client.close()
+        for client in self._clients.values():
+            await client.close()

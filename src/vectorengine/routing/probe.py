@@ -1,0 +1,125 @@
+"""Active probes: the only way back into service for a key that was taken out of it.
+
+Every ``probe_tick_ms`` the prober looks for keys whose rest is over and sends each one a
+minimal request of the same endpoint, stream mode and model as the real traffic that
+failed on it (``max_tokens: 1``; a stream is read until its first chunk). Success puts the
+key back in service; failure keeps it out, with the wait the failure calls for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import orjson
+
+from vectorengine.errors import GatewayError
+from vectorengine.protocol import openai as wire
+from vectorengine.routing.health import CallShape, HealthBoard, KeyHealth
+from vectorengine.routing.policy import POLICY, ErrorClass, classify_status, classify_transport
+from vectorengine.routing.ratelimit_headers import retry_after_s
+from vectorengine.settings import HealthConfig
+from vectorengine.store.records import Channel
+from vectorengine.upstreams import openai as openai_upstream
+from vectorengine.upstreams.transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+def probe_body(shape: CallShape) -> bytes:
+    """The smallest request of the shape's endpoint that a provider will answer."""
+    body: dict[str, object] = {"model": shape.upstream_model}
+    if shape.endpoint is wire.Endpoint.CHAT:
+        body |= {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    elif shape.endpoint is wire.Endpoint.COMPLETIONS:
+        body |= {"prompt": "ping", "max_tokens": 1}
+    else:
+        body["input"] = "ping"
+    if shape.stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+class Prober:
+    def __init__(
+        self,
+        board: HealthBoard,
+        channels: Callable[[], dict[int, Channel]],
+        transport: Transport,
+        config: HealthConfig,
+    ) -> None:
+        self._board = board
+        self._channels = channels
+        self._transport = transport
+        self._config = config
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.probe_tick_ms / 1000.0)
+            try:
+                self.tick()
+            except Exception:  # never let one bad tick stop the prober
+                log.exception("health probe tick failed")
+
+    def tick(self) -> None:
+        if not self._board.out:
+            return
+        channels = self._channels()
+        self._board.forget_missing({(c.id, i) for c in channels.values() for i in range(len(c.keys))})
+        for h in self._board.due():
+            channel = channels.get(h.channel_id)
+            if channel is None:
+                continue
+            h.probing = True
+            task = asyncio.get_running_loop().create_task(self.probe(h, channel))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def probe(self, h: KeyHealth, channel: Channel) -> None:
+        shape = h.shape or CallShape(
+            wire.Endpoint.CHAT, False, channel.model_map.get(channel.models[0], channel.models[0])
+        )
+        url, headers = openai_upstream.target(channel, h.key_index, shape.endpoint, shape.stream)
+        body = probe_body(shape)
+        ok, cls, reason, wait = False, ErrorClass.CONNECTION, "probe failed", None
+        try:
+            async with asyncio.timeout(self._config.probe_timeout_s):
+                ok, cls, reason, wait = await self._send(url, headers, body, shape.stream)
+        except TimeoutError:
+            cls, reason = ErrorClass.TIMEOUT, f"probe: no answer within {self._config.probe_timeout_s:g} s"
+        except GatewayError as err:
+            cls, reason = classify_transport(err.kind), f"probe: {err.message}"
+        except asyncio.CancelledError:
+            h.probing = False
+            raise
+        except Exception as exc:  # a probe must never leave the key stuck in "probing"
+            reason = f"probe: {type(exc).__name__}"
+        self._board.probe_result(h, ok, POLICY[cls].effect, f"{cls.value}: {reason}", wait)
+
+    async def _send(
+        self, url: str, headers: list[tuple[str, str]], body: bytes, stream: bool
+    ) -> tuple[bool, ErrorClass, str, float | None]:
+        if not stream:
+            resp = await self._transport.send("POST", url, headers, body)
+            if resp.status < 400:
+                return True, ErrorClass.SERVER, "ok", None
+            obj, _ = wire.usage_from_body(await resp.read())
+            return False, *_status(resp.status, obj, retry_after_s(resp.header))
+        async with self._transport.open("POST", url, headers, body) as resp:
+            if resp.status >= 400:
+                obj, _ = wire.usage_from_body(await resp.read())
+                return False, *_status(resp.status, obj, retry_after_s(resp.header))
+            first = await resp.next_chunk()
+            if not first:
+                return False, ErrorClass.BAD_RESPONSE, "probe: empty stream", None
+            if bytes(first[:64]).lstrip().startswith(b'data: {"error"'):
+                return False, ErrorClass.BAD_RESPONSE, "probe: stream began with an error event", None
+            return True, ErrorClass.SERVER, "ok", None
+
+
+def _status(status: int, obj: object, wait: float | None) -> tuple[ErrorClass, str, float | None]:
+    error = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+    message = error.get("message") if error else None
+    return classify_status(status, error), f"probe: HTTP {status} {message or ''}".strip(), wait
