@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+from tests.unit.fakes import SHAPE, FakeClock
 from vectorengine.routing.health import HealthBoard
 from vectorengine.routing.pacing import Pacer
 from vectorengine.routing.policy import Effect
 from vectorengine.routing.selection import Avoid, Pick, Selector, build_routes, routes_by_group
 from vectorengine.settings import HealthConfig
 from vectorengine.store.records import Channel
-from tests.unit.fakes import FakeClock, SHAPE
 
 
 def ch(
@@ -47,7 +47,9 @@ def ch(
 
 def selector(seed: int = 1, clock: FakeClock | None = None, **kw: object) -> Selector:
     clock = clock or FakeClock()
-    return Selector(HealthBoard(HealthConfig(), clock), Pacer(clock), rng=random.Random(seed), clock=clock, **kw)  # type: ignore[arg-type]
+    return Selector(
+        HealthBoard(HealthConfig(), clock), Pacer(clock), rng=random.Random(seed), clock=clock, **kw
+    )  # type: ignore[arg-type]
 
 
 def pick(sel: Selector, table: object, avoid: Avoid | None = None, **kw: object) -> Pick:

@@ -60,7 +60,7 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
     group: str = "default"
 
 
-class AttemptRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+class AttemptRecord(msgspec.Struct, kw_only=True):
     """One try of a request on one channel and key."""
 
     n: int  # 1-based, in the order the attempts started
