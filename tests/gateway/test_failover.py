@@ -286,3 +286,63 @@ def test_attempts_never_exceed_the_budget(sim: SimHandle, tmp_path: Path) -> Non
         assert len({a["key_index"] for a in rec["attempts"]}) == 4  # a failed key is not tried twice
     finally:
         gw.stop()
+
+
+def _ttfb_run(gw: GatewayProcess, n: int, stream: bool) -> tuple[list[float], list[str]]:
+    """Sequential requests; the time to the first body byte of each, and their request ids."""
+    times, ids = [], []
+    with httpx.Client(timeout=20) as c:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            with c.stream(
+                "POST",
+                gw.base_url + "/chat/completions",
+                headers={"Authorization": f"Bearer {KEY}"},
+                json={"model": "gpt-4o-mini", "messages": MSG, "stream": stream},
+            ) as r:
+                chunks = r.iter_bytes()
+                first = next(chunks)
+                times.append(time.perf_counter() - t0)
+                rest = b"".join(chunks)
+                assert r.status_code == 200 and first
+                assert (b"[DONE]" in rest or b"[DONE]" in first) if stream else b"choices" in first + rest
+                ids.append(r.headers["x-request-id"])
+    return times, ids
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+@STREAM
+def test_hedging_cuts_the_tail_of_time_to_first_byte(
+    sim: SimHandle, tmp_path: Path, stream: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = {}
+    for hedged in (False, True):
+        slow = f"fault-slow-first-byte-p10-ms400_hedge{stream:d}{hedged:d}"  # every 10th call waits 400 ms
+        routing = {"hedge": {"gpt-4o-mini": {"after_ms": 50}}} if hedged else {}
+        gw = gateway(
+            tmp_path / f"h{hedged:d}",
+            [channel("slowish", sim, [slow], priority=10), channel("backup", sim, [f"good-hedge{stream:d}"])],
+            routing=routing,
+        )
+        try:
+            times, ids = _ttfb_run(gw, 60, stream)
+            results[hedged] = _p99(times)
+            if hedged:
+                slow_ids = [rid for rid, t in zip(ids, times, strict=True) if t > 0.04]
+                assert slow_ids, "no request was slow enough to be hedged"
+                rec = wait_record(gw, slow_ids[0])
+                outcomes = sorted((a["hedge"], a["outcome"]) for a in rec["attempts"])
+                assert outcomes == [(False, "cancelled"), (True, "won")]
+        finally:
+            gw.stop()
+    with capsys.disabled():
+        print(
+            f"\n  hedging, stream={stream}: p99 time to first byte {results[False] * 1000:.0f} ms "
+            f"without, {results[True] * 1000:.0f} ms with (hedge after 50 ms)"
+        )
+    assert results[False] >= 0.4
+    assert results[True] < 0.2
