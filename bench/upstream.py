@@ -6,6 +6,10 @@ finish chunk, a usage chunk (``"choices": []``) when ``stream_options.include_us
 then ``data: [DONE]``. Like OpenAI, every chunk carries ``"usage":null`` when usage was asked
 for. ``GET /health`` answers ``{"status":"ok"}``.
 
+Two API keys fail on purpose, for the resilience scenario: ``key-fail50`` gets OpenAI's 500
+envelope on every other call, ``key-burst429`` gets 429 ``rate_limit_exceeded`` (with
+``retry-after: 1``) for the first 300 ms of every second. Every other key always succeeds.
+
 Run it (the flags are handed to the app through the environment, then Granian is exec'd, so
 the PID you started is Granian's main process)::
 
@@ -34,6 +38,15 @@ DEFAULT_DELAY_MS = 0.0
 
 _JSON_HEADERS = [("content-type", "application/json")]
 _SSE_HEADERS = [("content-type", "text/event-stream; charset=utf-8"), ("cache-control", "no-cache")]
+_ERROR_500 = (
+    b'{"error":{"message":"The server had an error while processing your request. Sorry about that!",'
+    b'"type":"server_error","param":null,"code":null}}'
+)
+_ERROR_429 = (
+    b'{"error":{"message":"Rate limit reached for requests. Please try again in 1s.",'
+    b'"type":"requests","param":null,"code":"rate_limit_exceeded"}}'
+)
+_HEADERS_429 = [*_JSON_HEADERS, ("retry-after", "1"), ("x-ratelimit-remaining-requests", "0")]
 _CONTENT = "Hello! This is a canned answer from the VectorEngine benchmark upstream."
 _FINGERPRINT = "fp_b1e2c3d4e5"
 _PROMPT_TOKENS = 19
@@ -130,6 +143,7 @@ class Upstream:
         self.chunks = chunks
         self.delay_s = chunk_delay_ms / 1000.0
         self._models: dict[tuple[str, bool], _Model] = {}
+        self._fail50_calls = 0
 
     def _model(self, name: str, usage_null: bool) -> _Model:
         key = (name, usage_null)
@@ -145,13 +159,26 @@ class Upstream:
             return
         path: str = scope.path
         if path == "/v1/chat/completions" and scope.method == "POST":
-            await self._chat(protocol)
+            if not self._fault(scope.headers.get("authorization"), protocol):
+                await self._chat(protocol)
         elif path == "/health":
             protocol.response_bytes(200, _JSON_HEADERS, b'{"status":"ok"}')
         else:
             protocol.response_bytes(
                 404, _JSON_HEADERS, b'{"error":{"message":"not found","type":"invalid_request_error"}}'
             )
+
+    def _fault(self, authorization: str | None, protocol: Any) -> bool:
+        """Answer with the key's failure if it fails now (see the module docstring)."""
+        if authorization == "Bearer key-fail50":
+            self._fail50_calls += 1
+            if self._fail50_calls % 2:
+                protocol.response_bytes(500, _JSON_HEADERS, _ERROR_500)
+                return True
+        elif authorization == "Bearer key-burst429" and time.monotonic() % 1.0 < 0.3:
+            protocol.response_bytes(429, _HEADERS_429, _ERROR_429)
+            return True
+        return False
 
     async def _chat(self, protocol: Any) -> None:
         raw: bytes = await protocol()

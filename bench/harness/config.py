@@ -27,7 +27,7 @@ LOAD_CPU = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WRK_CONNECTIONS = 50
 CHAT_PATH = "/v1/chat/completions"
-SCENARIOS = ("throughput", "latency", "ttft", "streamcpu")
+SCENARIOS = ("throughput", "latency", "ttft", "streamcpu", "resilience")
 
 TARGETS = {
     "cpu_us_per_request": 150.0,
@@ -105,6 +105,17 @@ QUICK = Profile(
 )
 
 
+# The resilience scenario: two channels on the first upstream, three keys each. One has a key
+# failing every other call with 500 and one answering 429 in bursts (see upstream.py); the
+# other has three healthy keys and is the baseline.
+RESILIENT_MODEL = "bench-resilient"
+HEALTHY3_MODEL = "bench-healthy3"
+RESILIENCE_CHANNELS = (
+    ("resilient", RESILIENT_MODEL, ("key-ok-1", "key-fail50", "key-burst429")),
+    ("healthy3", HEALTHY3_MODEL, ("key-ok-a", "key-ok-b", "key-ok-c")),
+)
+
+
 def write_config(path: Path, extra: str = "") -> None:
     """The gateway config: one channel per upstream, one token for all their models."""
     channels = "".join(
@@ -115,7 +126,15 @@ def write_config(path: Path, extra: str = "") -> None:
         f"    models: [{u.model}]\n"
         for u in UPSTREAMS
     )
-    models = ", ".join(u.model for u in UPSTREAMS)
+    channels += "".join(
+        f"  - name: {name}\n"
+        f"    type: openai\n"
+        f"    base_url: http://{HOST}:{UPSTREAMS[0].port}/v1\n"
+        f"    keys: [{', '.join(keys)}]\n"
+        f"    models: [{model}]\n"
+        for name, model, keys in RESILIENCE_CHANNELS
+    )
+    models = ", ".join([*(u.model for u in UPSTREAMS), RESILIENT_MODEL, HEALTHY3_MODEL])
     path.write_text(
         f"listen: {HOST}:{GATEWAY_PORT}\n"
         f"database: sqlite:///{DB}\n"

@@ -116,6 +116,24 @@ def summary(r: dict[str, Any]) -> str:
                 f"| {key}: chunks/s relayed, streams, gateway CPU | {s['chunks_per_s']:.0f}, "
                 f"{s['streams_ok']}, {s['cpu_utilisation'] * 100:.0f}% |"
             )
+    res = r.get("resilience")
+    if res:
+        h, f, sat = res["healthy"], res["faulty"], res["saturated"]
+        lines.append(
+            f"| resilience at {f['rate']:.0f} req/s (1 healthy key, 1 failing 50 % with 500, 1 with 429 "
+            f"bursts): success rate / p50 / p99 | {f['success_rate'] * 100:.2f} % / "
+            f"{f['latency_ms']['p50']} / {f['latency_ms']['p99']} ms (statuses {f['statuses']}) |"
+        )
+        lines.append(
+            f"| same, three healthy keys: success rate / p50 / p99 | {h['success_rate'] * 100:.2f} % / "
+            f"{h['latency_ms']['p50']} / {h['latency_ms']['p99']} ms |"
+        )
+        a = res["added_ms"]
+        lines.append(f"| resilience: added by the faults p50 / p99 | {a['p50']} / {a['p99']} ms |")
+        lines.append(
+            f"| resilience, saturated (wrk -c{WRK_CONNECTIONS}): req/s, non-2xx, CPU µs/request | "
+            f"{sat['rps']:.0f}, {sat['non_2xx']}, {sat['cpu_us_per_request']} |"
+        )
     ua = r.get("usage_api")
     if ua:
         lines.append(

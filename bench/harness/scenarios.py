@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from harness.config import UPSTREAMS, WRK_CONNECTIONS, UpstreamSpec
+from harness.config import HEALTHY3_MODEL, RESILIENT_MODEL, UPSTREAMS, WRK_CONNECTIONS, UpstreamSpec
 from harness.load import run_wrk
 from harness.procs import (
     children_cpu_seconds,
@@ -185,6 +185,52 @@ def stream_cpu(b: Bench) -> None:
             f"streamcpu-{label}", one_stream_loop, key="cpu_us_per_chunk_raw", repeats=p.loop_repeats
         )
     b.results["stream_cpu"] = cpu_runs
+
+
+def resilience(b: Bench) -> None:
+    """Failover under faults: a channel whose three keys are healthy, failing 50 % with 500, and
+    rate limited in bursts, against a channel of three healthy keys on the same upstream."""
+    p = b.p
+    out: dict[str, Any] = {}
+    for label, model in (("healthy", HEALTHY3_MODEL), ("faulty", RESILIENT_MODEL)):
+        b.log(f"resilience ({label}, model {model}): {p.open_rate:.0f} req/s for {p.open_s:.0f}s")
+
+        def one(model: str = model, label: str = label) -> Any:
+            c0 = cpu_seconds(b.gw_pid)
+            r = b.loadgen(
+                f"resilience-{label}",
+                ["open", "--url", b.gw_url, "--model", model, "--rate", str(p.open_rate),
+                 "--duration", str(p.open_s)],
+            )  # fmt: skip
+            time.sleep(1.0)
+            n = r["scheduled"] + 1
+            r["gateway_cpu_us_per_request"] = round((cpu_seconds(b.gw_pid) - c0) * 1e6 / n, 1)
+            r["success_rate"] = round(r["ok"] / r["scheduled"], 5) if r["scheduled"] else None
+            b.sent_to_gateway += n
+            if r["errors"] or r["ok"] != r["scheduled"]:
+                b.log(f"WARNING: resilience {label}: ok={r['ok']}/{r['scheduled']} {r['statuses']}")
+            return r
+
+        out[label] = b.measured(f"resilience-{label}", one)
+    h, f = out["healthy"]["latency_ms"], out["faulty"]["latency_ms"]
+    out["added_ms"] = {k: round(f[k] - h[k], 3) for k in ("p50", "p90", "p99", "mean")}
+
+    b.log(f"resilience (faulty, saturated): wrk -c{WRK_CONNECTIONS} for {p.wrk_s}s")
+    env = {**b.wrk_env, "BENCH_MODEL": RESILIENT_MODEL}
+
+    def saturated() -> Any:
+        c0 = cpu_seconds(b.gw_pid)
+        res = run_wrk(b.wrk, b.gw_url, p.wrk_s, env)
+        time.sleep(1.0)
+        cpu = cpu_seconds(b.gw_pid) - c0
+        res["cpu_us_per_request"] = round(cpu * 1e6 / res["requests"], 1)
+        res["cpu_utilisation"] = round(cpu / res["duration_s"], 3)
+        b.sent_to_gateway += res["requests"]
+        b.wrk_runs_on_gateway += 1
+        return res
+
+    out["saturated"] = b.measured("resilience-saturated", saturated, key="cpu_us_per_request")
+    b.results["resilience"] = out
 
 
 def soak(b: Bench) -> None:

@@ -335,6 +335,7 @@ class Bench:
             "latency": scenarios.latency,
             "ttft": scenarios.ttft,
             "streamcpu": scenarios.stream_cpu,
+            "resilience": scenarios.resilience,
         }
         for name, phase in phases.items():
             if not self.args.only or name in self.args.only:
