@@ -137,7 +137,7 @@ def test_a_hung_upstream_fails_over_within_the_first_byte_timeout(
         rec = wait_record(gw, request_id)
         first, second = rec["attempts"]
         assert first["error_class"] == "timeout" and second["outcome"] == "won"
-        assert 400 <= first["latency_ms"] < 450
+        assert 398 <= first["latency_ms"] < 450  # the event loop's timers have 1 ms resolution
     finally:
         gw.stop()
 

@@ -274,5 +274,9 @@ def test_stats_reset(strict_sim: SimHandle) -> None:
     assert strict_sim.calls(key) == 1
     strict_sim.reset()
     stats = strict_sim.stats()
-    assert stats == {"calls": {}, "faults": {}, "by_path": {}, "total": 0, "server_pid": strict_sim.pid}
+    origin = stats.pop("window_origin")
+    assert isinstance(origin, float) and 0 < origin <= time.monotonic()
+    empty: dict[str, Any] = {"calls": {}, "faults": {}, "by_path": {}, "statuses": {}, "aborted": {}}
+    empty |= {"last_abort_ms": {}, "calls_at": {}, "overrides": {}}
+    assert stats == {**empty, "total": 0, "server_pid": strict_sim.pid}
     assert httpx.get(f"{strict_sim.root_url}/_sim/reset").status_code == 405

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import socket
@@ -278,6 +279,85 @@ def test_mid_stream_error(simulator: SimHandle) -> None:
     assert_counted(simulator, key, calls=3, faults=3)
 
 
+def test_context_length(simulator: SimHandle) -> None:
+    key = unique_key(f"fault-{covers('context-length')}")
+    error = error_of(post(simulator, key, CHAT))
+    assert error == {
+        "message": "This model's maximum context length is 128000 tokens. However, your messages resulted "
+        "in 128001 tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    # a real prompt past the window is shown with its own size; with max_tokens, both parts
+    long = {**CHAT, "messages": [{"role": "user", "content": "word " * 130_000}]}
+    tokens = int(re.findall(r"resulted in (\d+) tokens", error_of(post(simulator, key, long))["message"])[0])
+    assert tokens > 130_000
+    with sdk(simulator, key) as client, pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(**CHAT, max_tokens=1000, stream=True)
+    assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["message"] == (
+        "This model's maximum context length is 128000 tokens. However, you requested 128001 tokens "
+        "(127001 in the messages, 1000 in the completion). Please reduce the length of the messages or "
+        "completion."
+    )
+    # the legacy endpoints word it differently, without param and code
+    legacy = error_of(
+        post(simulator, key, {"model": "gpt-3.5-turbo-instruct", "prompt": "hi"}, "/completions")
+    )
+    assert legacy == {
+        "message": "This model's maximum context length is 4097 tokens, however you requested 4098 tokens "
+        "(4082 in your prompt; 16 for the completion). Please reduce your prompt; or completion length.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    embeddings = post(simulator, key, {"model": "text-embedding-3-small", "input": "hi"}, "/embeddings")
+    assert embeddings.status_code == 400
+    assert error_of(embeddings)["message"] == (
+        "This model's maximum context length is 8192 tokens, however you requested 8193 tokens (8193 in your "
+        "prompt; 0 for the completion). Please reduce your prompt; or completion length."
+    )
+    # listing models has no prompt: it works, and is not counted as a fault
+    models = httpx.get(f"{simulator.base_url}/models", headers={"authorization": f"Bearer {key}"})
+    assert models.status_code == 200
+    assert_counted(simulator, key, calls=6, faults=5)
+    assert simulator.statuses(key) == {400: 5, 200: 1}
+
+
+def _sleep_until_phase(origin: float, window_ms: int, phase_ms: float) -> None:
+    """Sleep until the simulator's window clock (``time.monotonic() - origin``) reaches ``phase_ms``
+    within a window."""
+    now_phase = ((time.monotonic() - origin) * 1000) % window_ms
+    time.sleep(((phase_ms - now_phase) % window_ms) / 1000)
+
+
+def test_window_burst_strikes_only_inside_the_window(simulator: SimHandle) -> None:
+    key = unique_key("fault-503-p50-w300-ra0.1")  # fails in the first 150 ms of every 300
+    origin = simulator.window_origin()
+    with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=5) as http:
+        http.get(f"{simulator.base_url}/models")  # a warm connection: arrival ≈ send time
+        seen: dict[str, list[int]] = {"inside": [], "outside": []}
+        for _ in range(3):
+            for where, phase in (("inside", 75.0), ("outside", 225.0)):
+                _sleep_until_phase(origin, 300, phase)
+                seen[where].append(http.get(f"{simulator.base_url}/models").status_code)
+    assert seen == {"inside": [503, 503, 503], "outside": [200, 200, 200]}
+    # a spread over whole windows: about half fail, in runs, unlike the call-counter rule
+    with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=5) as http:
+        statuses = []
+        started = time.monotonic()
+        while time.monotonic() - started < 0.9:
+            statuses.append(http.get(f"{simulator.base_url}/models").status_code)
+            time.sleep(0.01)
+    failed = statuses.count(503) / len(statuses)
+    assert 0.3 < failed < 0.7
+    runs = sum(1 for a, b in itertools.pairwise(statuses) if a != b)
+    assert runs <= 8  # 3 windows: at most 2 changes each (+1 at the edges), not one per call
+
+
 def test_every_mode_has_a_test() -> None:
-    covered = set(re.findall(r"covers\('([^']+)'\)", Path(__file__).read_text()))
+    sources = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    covered = set(re.findall(r"covers\('([^']+)'\)", sources))
     assert covered == set(FAULT_MODES)

@@ -19,7 +19,16 @@ from vectorengine.simulator.content import (
     tokenize,
     truncate_at_stop,
 )
-from vectorengine.simulator.faults import FaultKeyError, parse_fault_key, strikes
+from vectorengine.simulator.faults import (
+    FaultKeyError,
+    format_fault,
+    parse_fault_key,
+    parse_fault_spec,
+    strikes,
+    strikes_in_window,
+)
+from vectorengine.simulator.ratelimit import KeyRateLimit
+from vectorengine.simulator.stats import CALL_TIMES_KEPT, CallStats
 from vectorengine.simulator.wire import duration
 
 
@@ -34,6 +43,10 @@ from vectorengine.simulator.wire import duration
         ("fault-drop-mid-stream-n1-p25", FaultSpec(mode="drop-mid-stream", after_chunks=1, percent=25)),
         ("fault-insufficient-quota", FaultSpec(mode="insufficient-quota")),
         ("fault-mid-stream-error_x", FaultSpec(mode="mid-stream-error")),
+        ("fault-429-p30-w1000", FaultSpec(mode="429", percent=30, window_ms=1000)),
+        ("fault-ratelimit", FaultSpec(mode="ratelimit")),
+        ("fault-ratelimit-l3-t500_x", FaultSpec(mode="ratelimit", rpm_limit=3, tpm_limit=500)),
+        ("fault-context-length-p50", FaultSpec(mode="context-length", percent=50)),
     ],
 )
 def test_fault_key_grammar(key: str, expected: FaultSpec | None) -> None:
@@ -41,11 +54,104 @@ def test_fault_key_grammar(key: str, expected: FaultSpec | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["fault-", "fault-418", "fault-429-p5O", "fault-429-p150", "fault-hangs", "fault-500-x"]
+    "key",
+    [
+        "fault-",
+        "fault-418",
+        "fault-429-p5O",
+        "fault-429-p150",
+        "fault-hangs",
+        "fault-500-x",
+        "fault-429-w0",
+        "fault-ratelimit-l0",
+        "fault-ratelimit-t0",
+        "fault-ratelimits",
+    ],
 )
 def test_fault_key_errors(key: str) -> None:
     with pytest.raises(FaultKeyError):
         parse_fault_key(key)
+
+
+@pytest.mark.parametrize(
+    "spec", ["500", "429-ra2", "429-ra0.5", "503-p30-w1000", "ratelimit-l60", "ratelimit-l3-t500", "hang"]
+)
+def test_fault_spec_round_trip(spec: str) -> None:
+    fault = parse_fault_spec(spec)
+    assert fault == parse_fault_key(f"fault-{spec}_label")
+    assert format_fault(fault) == spec
+    assert format_fault(parse_fault_spec("ratelimit")) == "ratelimit-l60"
+    assert (
+        format_fault(FaultSpec(mode="drop-mid-stream", after_chunks=1, delay_ms=5))
+        == "drop-mid-stream-ms5-n1"
+    )
+
+
+@pytest.mark.parametrize("spec", ["", "fault-500", "500_label", "500-", "teapot"])
+def test_fault_spec_errors(spec: str) -> None:
+    with pytest.raises(FaultKeyError):
+        parse_fault_spec(spec)
+
+
+def test_strikes_in_window() -> None:
+    hits = [strikes_in_window(30, 1000, ms) for ms in (0, 299.9, 300, 999, 1000, 1299, 1300, 5250)]
+    assert hits == [True, True, False, False, True, True, False, True]
+    assert not any(strikes_in_window(0, 100, ms) for ms in range(0, 300, 7))
+    assert all(strikes_in_window(100, 100, ms) for ms in range(0, 300, 7))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limit_buckets() -> None:
+    clock = _Clock()
+    limits = KeyRateLimit(60, 120, clock)  # 1 request and 2 tokens come back per second
+    assert all(limits.admit(0) is None for _ in range(60))
+    rejection = limits.admit(0)
+    assert rejection is not None and rejection.kind == "requests"
+    assert (rejection.limit, rejection.used, rejection.requested, rejection.wait_s) == (60, 60, 1, 1.0)
+    headers = dict(limits.headers())
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"] == "1m0s"
+    clock.now += 0.5
+    rejection = limits.admit(0)
+    assert rejection is not None and rejection.wait_s == pytest.approx(0.5)
+    clock.now += 0.5
+    assert limits.admit(100) is None
+    limits.charge(150)  # the answer overdraws the token bucket: 120 - 150 = -30
+    clock.now += 5  # +10 tokens, +5 requests
+    headers = dict(limits.headers())
+    assert headers["x-ratelimit-remaining-tokens"] == "0" and headers["x-ratelimit-reset-tokens"] == "1m10s"
+    assert headers["x-ratelimit-remaining-requests"] == "5"
+    rejection = limits.admit(10)
+    assert rejection is not None and rejection.kind == "tokens"
+    assert (rejection.used, rejection.requested, rejection.wait_s) == (140, 10, 15.0)
+    too_big = limits.admit(121)
+    assert too_big is not None and math.isinf(too_big.wait_s)
+    clock.now += 1000
+    headers = dict(limits.headers())
+    assert headers["x-ratelimit-remaining-tokens"] == "120" and headers["x-ratelimit-reset-tokens"] == "0ms"
+
+
+def test_call_stats_keep_the_latest_call_times() -> None:
+    stats = CallStats(10, 10)
+    for _ in range(CALL_TIMES_KEPT + 5):
+        stats.record("k", "/v1/models")
+    snapshot = stats.snapshot()
+    assert snapshot["calls"] == {"k": CALL_TIMES_KEPT + 5}
+    assert len(snapshot["calls_at"]["k"]) == CALL_TIMES_KEPT
+    stats.record_status("k", 200)
+    stats.record_abort("k")
+    snapshot = stats.snapshot()
+    assert snapshot["statuses"] == {"k": {"200": 1}} and snapshot["aborted"] == {"k": 1}
+    assert snapshot["last_abort_ms"]["k"] >= snapshot["calls_at"]["k"][-1]
+    stats.reset()
+    assert stats.snapshot()["calls_at"] == {} and stats.snapshot()["aborted"] == {}
 
 
 def test_strikes_is_a_deterministic_share() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 from uuid import uuid4
 
 import httpx
@@ -69,7 +70,8 @@ class SimHandle:
         return f"{self.root_url}/v1"
 
     def stats(self) -> dict[str, Any]:
-        """``{"calls": {key: n}, "faults": {key: n}, "by_path": {path: n}, "total": n, "server_pid": …}``."""
+        """``{"calls": {key: n}, "faults": {key: n}, "by_path": {path: n}, "total": n, "server_pid": …}``
+        plus ``statuses``, ``aborted``, ``last_abort_ms``, ``calls_at``, ``overrides``, ``window_origin``."""
         response = httpx.get(f"{self.root_url}/_sim/stats", timeout=5)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
@@ -81,6 +83,78 @@ class SimHandle:
 
     def reset(self) -> None:
         httpx.post(f"{self.root_url}/_sim/reset", timeout=5).raise_for_status()
+
+    # -- runtime fault overrides (``/_sim/keys/{key}``); per worker process, like the counters
+
+    def _key_url(self, key: str) -> str:
+        return f"{self.root_url}/_sim/keys/{quote(key, safe='')}"
+
+    def set_fault(self, key: str, spec: str | None) -> dict[str, Any]:
+        """Make ``key`` behave as ``spec`` (the key grammar without ``fault-`` and label: ``"500"``,
+        ``"429-ra2"``, ``"ratelimit-l60"``), or as a healthy key for ``None``, whatever its name
+        says. Its fault counter and rate-limit buckets start afresh. Returns the key's state."""
+        response = httpx.put(self._key_url(key), json={"fault": spec}, timeout=5)
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    def clear_fault(self, key: str) -> dict[str, Any]:
+        """Drop the override of ``key`` (back to its configured fault or its name); its state."""
+        response = httpx.delete(self._key_url(key), timeout=5)
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    def fault_state(self, key: str) -> dict[str, Any]:
+        """``{"key", "source": override|config|key|none, "fault": spec or None, "settings"}``."""
+        response = httpx.get(self._key_url(key), timeout=5)
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    # -- per-key stats
+
+    def statuses(self, key: str) -> dict[int, int]:
+        """How many responses of each status ``key`` got, e.g. ``{200: 3, 429: 1}``."""
+        counts: dict[str, int] = self.stats()["statuses"].get(key, {})
+        return {int(status): n for status, n in counts.items()}
+
+    def aborted(self, key: str) -> int:
+        """How many of ``key``'s requests the client abandoned before the response was complete."""
+        count: int = self.stats()["aborted"].get(key, 0)
+        return count
+
+    def last_abort_ms(self, key: str) -> float | None:
+        """When the simulator noticed the last abandoned request of ``key`` (unix time, ms)."""
+        when: float | None = self.stats()["last_abort_ms"].get(key)
+        return when
+
+    def wait_aborted(self, key: str, count: int = 1, timeout: float = 2.0) -> int:
+        """Poll until ``key`` has ``count`` abandoned requests (or ``timeout`` s); the final count."""
+        deadline = time.monotonic() + timeout
+        while (seen := self.aborted(key)) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return seen
+
+    def calls_at(self, key: str) -> list[float]:
+        """Unix times (ms) of ``key``'s latest calls, oldest first (the simulator keeps 1000)."""
+        times: list[float] = self.stats()["calls_at"].get(key, [])
+        return times
+
+    def max_calls_within(self, key: str, seconds: float = 60.0) -> int:
+        """The most calls of ``key`` that arrived within any ``seconds``-long span."""
+        times, span, best, first = self.calls_at(key), seconds * 1000, 0, 0
+        for last, at in enumerate(times):
+            while at - times[first] >= span:
+                first += 1
+            best = max(best, last - first + 1)
+        return best
+
+    def window_origin(self) -> float:
+        """The ``time.monotonic()`` instant (s) the ``w<ms>`` fault windows are aligned to (the
+        monotonic clock is shared by all processes of the host)."""
+        origin: float = self.stats()["window_origin"]
+        return origin
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""

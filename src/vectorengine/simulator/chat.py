@@ -25,6 +25,7 @@ from vectorengine.simulator.wire import (
 )
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+CHAT_CONTEXT_TOKENS = 128_000  # the context window named by the context-length fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,29 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         parallel=body.get("parallel_tool_calls") is not False,
         response_format=response_format,
         prompt_tokens=content.count_chat_prompt(messages, body.get("tools") or None),
+    )
+
+
+def context_length_exceeded(request: ChatRequest) -> ApiError:
+    """OpenAI's 400 for a conversation over the context window (fault ``context-length``).
+
+    The prompt is shown as at least big enough to overflow the window, whatever its real size.
+    """
+    window = CHAT_CONTEXT_TOKENS
+    if request.limit is None:
+        tokens = max(request.prompt_tokens, window + 1)
+        detail = f"your messages resulted in {tokens} tokens. Please reduce the length of the messages."
+    else:
+        prompt = max(request.prompt_tokens, window + 1 - request.limit)
+        detail = (
+            f"you requested {prompt + request.limit} tokens ({prompt} in the messages, {request.limit} in "
+            "the completion). Please reduce the length of the messages or completion."
+        )
+    return ApiError(
+        400,
+        f"This model's maximum context length is {window} tokens. However, {detail}",
+        param="messages",
+        code="context_length_exceeded",
     )
 
 

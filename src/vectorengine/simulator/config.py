@@ -18,6 +18,8 @@ FaultMode = Literal[
     "drop-mid-stream",
     "malformed-json",
     "mid-stream-error",
+    "context-length",
+    "ratelimit",
 ]
 
 FAULT_MODES: tuple[str, ...] = get_args(FaultMode)
@@ -40,7 +42,13 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     ``percent`` of the key's requests fail, chosen by the key's call counter so a run is
     repeatable: the n-th call fails when ``ceil(n * percent / 100)`` grows, i.e. with 50 the
-    1st, 3rd, 5th … calls fail.
+    1st, 3rd, 5th … calls fail. With ``window_ms`` the clock decides instead: calls arriving
+    in the first ``percent`` % of each ``window_ms`` window fail (windows start at the
+    simulator's start, on the monotonic clock).
+
+    Mode ``ratelimit`` is not a share of failures but an enforced limit: a bucket of
+    ``rpm_limit`` requests and one of ``tpm_limit`` tokens per key, each refilled
+    continuously over a minute; ``percent`` and ``window_ms`` do not apply to it.
     """
 
     mode: FaultMode
@@ -48,6 +56,9 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     retry_after_s: float = 1.0  # 429 / 503: value of ``retry-after``
     delay_ms: int = 2000  # slow-first-byte: wait before the status line
     after_chunks: int = 3  # drop-mid-stream / malformed-json / mid-stream-error: good chunks first
+    window_ms: int | None = None  # percent is the failing share of each window of this length
+    rpm_limit: int = 60  # ratelimit: requests per minute
+    tpm_limit: int | None = None  # ratelimit: tokens per minute (None: the config's tpm_limit)
 
     def __post_init__(self) -> None:
         if self.mode not in FAULT_MODES:
@@ -56,6 +67,10 @@ class FaultSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError(f"fault percent must be within 0..100, got {self.percent}")
         if self.retry_after_s < 0 or self.delay_ms < 0 or self.after_chunks < 0:
             raise ValueError("fault retry_after_s, delay_ms and after_chunks must not be negative")
+        if self.window_ms is not None and self.window_ms < 1:
+            raise ValueError(f"fault window_ms must be at least 1, got {self.window_ms}")
+        if self.rpm_limit < 1 or (self.tpm_limit is not None and self.tpm_limit < 1):
+            raise ValueError("fault rpm_limit and tpm_limit must be positive")
 
 
 class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -25,6 +25,8 @@ from vectorengine.simulator.wire import (
 
 LEGACY_DEFAULT_MAX_TOKENS = 16  # the legacy API's default when max_tokens is absent
 MAX_EMBEDDING_INPUTS = 2048
+LEGACY_CONTEXT_TOKENS = 4097  # the context windows named by the context-length fault
+EMBEDDING_CONTEXT_TOKENS = 8192
 
 # --------------------------------------------------------------------------- legacy completions
 
@@ -43,6 +45,7 @@ class CompletionAnswer:
     include_usage: bool
     texts: tuple[_Text, ...]
     prompt_tokens: int
+    max_tokens: int
     id: str
     created: int
 
@@ -124,10 +127,32 @@ def completion_answer(body: dict[str, Any]) -> tuple[CompletionAnswer, bool]:
         include_usage=stream and include_usage(body),
         texts=tuple(texts),
         prompt_tokens=sum(tokens for _, tokens in prompts),
+        max_tokens=limit,
         id=random_id("cmpl-"),
         created=int(time.time()),
     )
     return answer, stream
+
+
+def _legacy_too_long(window: int, prompt: int, completion: int) -> ApiError:
+    """The legacy wording (completions, embeddings): no ``param``, no ``code``."""
+    prompt = max(prompt, window + 1 - completion)
+    return ApiError(
+        400,
+        f"This model's maximum context length is {window} tokens, however you requested "
+        f"{prompt + completion} tokens ({prompt} in your prompt; {completion} for the completion). "
+        "Please reduce your prompt; or completion length.",
+    )
+
+
+def completion_too_long(answer: CompletionAnswer) -> ApiError:
+    """The legacy API's 400 for a prompt over the context window (fault ``context-length``)."""
+    return _legacy_too_long(LEGACY_CONTEXT_TOKENS, answer.prompt_tokens, answer.max_tokens)
+
+
+def embeddings_too_long(tokens: int) -> ApiError:
+    """The embeddings API's 400 for an input over the context window (fault ``context-length``)."""
+    return _legacy_too_long(EMBEDDING_CONTEXT_TOKENS, tokens, 0)
 
 
 # --------------------------------------------------------------------------- embeddings

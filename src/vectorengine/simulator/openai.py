@@ -2,15 +2,21 @@
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
 ``GET /v1/models``, ``GET /v1/models/{id}``; control routes ``GET /_sim/stats`` and
-``POST /_sim/reset`` (both answer the counters plus ``server_pid``). Faults are chosen by API
-key (see :mod:`.faults`); the headers ``x-sim-latency-ms`` and ``x-sim-chunk-delay-ms``
-override the configured delays per request.
+``POST /_sim/reset`` (both answer the counters plus ``server_pid``; reset also drops the
+overrides), and ``GET``/``PUT``/``DELETE /_sim/keys/{key}`` to read, override or restore a
+key's fault at runtime. Faults are chosen by API key (see :mod:`.faults` and :mod:`.keys`);
+the headers ``x-sim-latency-ms`` and ``x-sim-chunk-delay-ms`` override the configured delays
+per request.
+
+Every wait before or between parts of a response races Granian's ``client_disconnect()``, so
+a client that goes away is noticed at once and counted in the stats (``aborted``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -22,9 +28,11 @@ import orjson
 from granian._granian import RSGIProtocolClosed
 
 from vectorengine.simulator import endpoints
-from vectorengine.simulator.chat import answer, parse_chat
+from vectorengine.simulator.chat import answer, context_length_exceeded, parse_chat
 from vectorengine.simulator.config import FaultSpec, SimulatorConfig
-from vectorengine.simulator.faults import FaultKeyError, abort_connection, parse_fault_key, strikes
+from vectorengine.simulator.faults import SPEC_HELP, FaultKeyError, abort_connection, parse_fault_spec
+from vectorengine.simulator.keys import KeyFaults
+from vectorengine.simulator.ratelimit import KeyRateLimit, Rejection
 from vectorengine.simulator.stats import NO_KEY, CallStats
 from vectorengine.simulator.wire import (
     DONE,
@@ -44,6 +52,7 @@ from vectorengine.simulator.wire import (
 log = logging.getLogger(__name__)
 
 _Handler = Callable[["_Exchange", bytes], Awaitable[None]]
+_TooLong = Callable[[], ApiError]
 
 _NO_KEY_MESSAGE = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -58,8 +67,15 @@ _BAD_JSON_MESSAGE = (
     "help.openai.com.)"
 )
 _SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+_RATE_LIMITS_URL = "https://platform.openai.com/account/rate-limits"
+_ORGANIZATION_ID = "org-simulator"  # as named in rate-limit messages
 _DROP_GRACE_S = 0.05
 _IMMEDIATE = frozenset({"429", "insufficient-quota", "500", "503", "400", "401"})
+_KEYS_PATH = "/_sim/keys/"
+
+
+class ClientGone(Exception):
+    """The client disconnected while the simulator was waiting to answer it."""
 
 
 def _masked(key: str) -> str:
@@ -122,10 +138,38 @@ class _Exchange:
         self.protocol = protocol
         self.key = NO_KEY
         self.fault: FaultSpec | None = None
+        self.limiter: KeyRateLimit | None = None  # the buckets of a ``ratelimit`` key
         self.chunk_delay_ms = app.config.chunk_delay_ms
         self.request_id = request_id()
         self.started = time.perf_counter()
+        self.arrived = time.monotonic()
+        self.counted = False  # a /v1 call in the stats: statuses and aborts are recorded too
         self.responded = False  # the status line is on its way; errors can no longer be sent
+        self._gone: asyncio.Future[None] | None = None  # resolves when the client disconnects
+
+    async def pause(self, seconds: float | None) -> None:
+        """Wait ``seconds`` (``None``: until the client leaves); :class:`ClientGone` as soon as
+        the client disconnects."""
+        if self._gone is None:
+            self._gone = asyncio.ensure_future(self.protocol.client_disconnect())
+        await asyncio.wait((self._gone,), timeout=seconds)
+        if self._gone.done():
+            raise ClientGone
+
+    def close(self) -> None:
+        if self._gone is not None and not self._gone.done():
+            self._gone.cancel()
+
+    def _status(self, status: int) -> None:
+        self.responded = True
+        if self.counted:
+            self.app.stats.record_status(self.key, status)
+
+    def use_tokens(self, tokens: int) -> None:
+        """Count the prompt and completion tokens of the answer (stats and rate limit)."""
+        self.app.stats.add_tokens(self.key, tokens)
+        if self.limiter is not None:
+            self.limiter.charge(tokens)
 
     def headers(
         self, content_type: str, extra: Sequence[tuple[str, str]] = (), exhausted: bool = False
@@ -138,13 +182,17 @@ class _Exchange:
             ("openai-organization", self.app.config.organization),
             ("openai-processing-ms", str(elapsed)),
             ("openai-version", OPENAI_VERSION),
-            *self.app.stats.rate_limit_headers(self.key, exhausted),
+            *(
+                self.limiter.headers()
+                if self.limiter is not None
+                else self.app.stats.rate_limit_headers(self.key, exhausted)
+            ),
         ]
         replaced = {name for name, _ in extra}
         return [*(h for h in base if h[0] not in replaced), *extra]
 
     def send_error(self, error: ApiError) -> None:
-        self.responded = True
+        self._status(error.status)
         exhausted = error.code == "rate_limit_exceeded"
         self.protocol.response_bytes(
             error.status, self.headers(JSON_TYPE, error.headers, exhausted), error.body()
@@ -153,10 +201,11 @@ class _Exchange:
     async def send_json(self, obj: dict[str, Any]) -> None:
         body = orjson.dumps(obj)
         mode = self.fault.mode if self.fault else None
-        self.responded = mode != "mid-stream-error"
         if mode == "malformed-json":
+            self._status(200)
             self.protocol.response_bytes(200, self.headers(JSON_TYPE), body[: max(len(body) // 2, 1)])
         elif mode == "drop-mid-stream":
+            self._status(200)
             headers = self.headers(JSON_TYPE, [("content-length", str(len(body)))])
             transport = self.protocol.response_stream(200, headers)
             await transport.send_bytes(body[: len(body) // 2])
@@ -164,11 +213,12 @@ class _Exchange:
         elif mode == "mid-stream-error":
             self.send_error(_server_error())
         else:
+            self._status(200)
             self.protocol.response_bytes(200, self.headers(JSON_TYPE), body)
 
     async def send_events(self, events: list[bytes]) -> None:
         """Stream SSE ``events`` then ``[DONE]``, applying a stream fault if one strikes."""
-        self.responded = True
+        self._status(200)
         transport = self.protocol.response_stream(
             200, self.headers(SSE_TYPE, [("cache-control", "no-cache")])
         )
@@ -176,7 +226,7 @@ class _Exchange:
         delay = self.chunk_delay_ms / 1000
         for i, event in enumerate([*events, DONE]):
             if i and delay:
-                await asyncio.sleep(delay)
+                await self.pause(delay)
             if i == strike_at and self.fault is not None:
                 if self.fault.mode == "drop-mid-stream":
                     await self._drop()
@@ -204,6 +254,7 @@ class OpenAISimulator:
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config or SimulatorConfig()
         self.stats = CallStats(self.config.rpm_limit, self.config.tpm_limit)
+        self.keys = KeyFaults(self.config)
         self._routes: dict[str, tuple[str, _Handler]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/completions": ("POST", self._completions),
@@ -221,17 +272,20 @@ class OpenAISimulator:
         exchange = _Exchange(self, scope, protocol)
         try:
             if scope.path.startswith("/_sim/"):
-                self._control(exchange)
+                await self._control(exchange)
             else:
                 await self._serve(exchange)
         except ApiError as error:
             exchange.send_error(error)
-        except RSGIProtocolClosed:
-            pass  # the client went away mid-response
+        except (ClientGone, RSGIProtocolClosed):  # the client went away before the end
+            if exchange.counted:
+                self.stats.record_abort(exchange.key)
         except Exception:
             log.exception("simulator failure on %s %s", scope.method, scope.path)
             if not exchange.responded:
                 exchange.send_error(_server_error())
+        finally:
+            exchange.close()
 
     # ------------------------------------------------------------------ pipeline
 
@@ -253,36 +307,55 @@ class OpenAISimulator:
         key, problem = _bearer(scope.headers.get("authorization"))
         ex.key = key or NO_KEY
         call_number = self.stats.record(ex.key, scope.path)
+        ex.counted = True
         if problem is not None:
             raise problem
         assert key is not None
         fault = self._fault_for(key)
+        if fault is not None and fault.mode == "ratelimit":
+            ex.limiter = self.keys.limiter(key, fault)  # its headers on every answer; see _admit
         latency = _delay_ms(scope, "x-sim-latency-ms", self.config.latency_ms)
         ex.chunk_delay_ms = _delay_ms(scope, "x-sim-chunk-delay-ms", self.config.chunk_delay_ms)
         raw = await ex.protocol() if scope.method == "POST" else b""
         if latency:
-            await asyncio.sleep(latency / 1000)
-        if fault is not None and strikes(fault.percent, call_number):
-            self.stats.record_fault(key)
-            if fault.mode == "hang":
-                await ex.protocol.client_disconnect()
-                return
-            if fault.mode == "slow-first-byte":
-                await asyncio.sleep(fault.delay_ms / 1000)
-            elif fault.mode in _IMMEDIATE:
-                raise self._fault_error(fault, key, raw)
-            else:
-                ex.fault = fault
+            await ex.pause(latency / 1000)
+        if fault is not None and fault.mode != "ratelimit":
+            await self._strike(ex, fault, call_number, raw)
         await handler(ex, raw)
 
+    async def _strike(self, ex: _Exchange, fault: FaultSpec, call_number: int, raw: bytes) -> None:
+        """Apply ``fault`` if it strikes this call: wait, raise its error, or leave it to the
+        handler (stream faults, ``context-length``)."""
+        if not self.keys.strikes(ex.key, fault, call_number, ex.arrived):
+            return
+        if fault.mode != "context-length":  # counted where it applies (not to the models routes)
+            self.stats.record_fault(ex.key)
+        if fault.mode == "hang":
+            await ex.pause(None)  # until the client gives up: ClientGone
+        elif fault.mode == "slow-first-byte":
+            await ex.pause(fault.delay_ms / 1000)
+        elif fault.mode in _IMMEDIATE:
+            raise self._fault_error(fault, ex.key, raw)
+        else:
+            ex.fault = fault
+
     def _fault_for(self, key: str) -> FaultSpec | None:
-        configured = self.config.faults.get(key)
-        if configured is not None:
-            return configured
         try:
-            return parse_fault_key(key)
+            return self.keys.fault_for(key)
         except FaultKeyError as exc:
             raise _incorrect_key(key, f"(Simulator: {exc}.) ") from None
+
+    def _admit(self, ex: _Exchange, model: str, prompt_tokens: int, too_long: _TooLong | None = None) -> None:
+        """The faults that need the parsed request: ``context-length`` (``too_long`` builds its
+        error; ``None`` where it does not apply) and the buckets of a ``ratelimit`` key."""
+        if too_long is not None and ex.fault is not None and ex.fault.mode == "context-length":
+            self.stats.record_fault(ex.key)
+            raise too_long()
+        if ex.limiter is not None:
+            rejection = ex.limiter.admit(prompt_tokens)
+            if rejection is not None:
+                self.stats.record_fault(ex.key)
+                raise _rate_limited(rejection, model)
 
     def _fault_error(self, fault: FaultSpec, key: str, raw: bytes) -> ApiError:
         retry = [
@@ -293,10 +366,10 @@ class OpenAISimulator:
             model = _model_of(raw)
             limit = self.config.rpm_limit
             message = (
-                f"Rate limit reached for {model} in organization org-simulator on requests per min (RPM): "
-                f"Limit {limit}, Used {limit}, Requested 1. "
+                f"Rate limit reached for {model} in organization {_ORGANIZATION_ID} on requests per min "
+                f"(RPM): Limit {limit}, Used {limit}, Requested 1. "
                 f"Please try again in {duration(fault.retry_after_s)}. "
-                "Visit https://platform.openai.com/account/rate-limits to learn more."
+                f"Visit {_RATE_LIMITS_URL} to learn more."
             )
             reset = [("x-ratelimit-reset-requests", duration(fault.retry_after_s))]
             return ApiError(429, message, type="requests", code="rate_limit_exceeded", headers=retry + reset)
@@ -331,8 +404,9 @@ class OpenAISimulator:
     async def _chat(self, ex: _Exchange, raw: bytes) -> None:
         request = parse_chat(_parse_json(raw))
         self._check_model(request.model)
+        self._admit(ex, request.model, request.prompt_tokens, lambda: context_length_exceeded(request))
         result = answer(request)
-        self.stats.add_tokens(ex.key, request.prompt_tokens + result.completion_tokens)
+        ex.use_tokens(request.prompt_tokens + result.completion_tokens)
         if request.stream:
             await ex.send_events(result.events())
         else:
@@ -342,7 +416,8 @@ class OpenAISimulator:
         body = _parse_json(raw)
         result, stream = endpoints.completion_answer(body)
         self._check_model(result.model)
-        self.stats.add_tokens(ex.key, result.usage()["total_tokens"])
+        self._admit(ex, result.model, result.prompt_tokens, lambda: endpoints.completion_too_long(result))
+        ex.use_tokens(result.usage()["total_tokens"])
         if stream:
             await ex.send_events(result.events())
         else:
@@ -352,32 +427,108 @@ class OpenAISimulator:
         body = _parse_json(raw)
         response, tokens = endpoints.embeddings_body(body)
         self._check_model(response["model"])
-        self.stats.add_tokens(ex.key, tokens)
+        self._admit(ex, response["model"], tokens, lambda: endpoints.embeddings_too_long(tokens))
+        ex.use_tokens(tokens)
         await ex.send_json(response)
 
     async def _list_models(self, ex: _Exchange, raw: bytes) -> None:
+        self._admit(ex, self.config.models[0] if self.config.models else "gpt-4o", 0)
         await ex.send_json(endpoints.models_body(self.config.models))
 
     async def _retrieve_model(self, ex: _Exchange, raw: bytes) -> None:
         model = unquote(ex.scope.path[len("/v1/models/") :])
+        self._admit(ex, model, 0)
         if model not in self.config.models:
             raise endpoints.model_not_found(model)
         await ex.send_json(endpoints.model_object(model))
 
     # ------------------------------------------------------------------ control
 
-    def _control(self, ex: _Exchange) -> None:
+    async def _control(self, ex: _Exchange) -> None:
         method, path = ex.scope.method, ex.scope.path
-        allowed = {"/_sim/stats": "GET", "/_sim/reset": "POST"}.get(path)
-        if allowed is None:
+        if path.startswith(_KEYS_PATH) and len(path) > len(_KEYS_PATH):
+            allowed = "GET, PUT, DELETE"
+        else:
+            allowed = {"/_sim/stats": "GET", "/_sim/reset": "POST"}.get(path, "")
+        if not allowed:
             raise ApiError(404, f"Invalid URL ({method} {path})")
-        if method != allowed:
+        if method not in allowed.split(", "):
             raise ApiError(405, f"Invalid method for URL ({method} {path})", headers=[("allow", allowed)])
-        if path == "/_sim/reset":
-            self.stats.reset()
+        if path.startswith(_KEYS_PATH):
+            key = unquote(path[len(_KEYS_PATH) :])
+            if method == "PUT":
+                self.keys.override(key, _override_of(await ex.protocol()), self.stats.calls(key))
+            elif method == "DELETE":
+                self.keys.clear(key, self.stats.calls(key))
+            answer_body: dict[str, Any] = self.keys.state(key)
+        else:
+            if path == "/_sim/reset":
+                self.stats.reset()
+                self.keys.reset()
+            answer_body = {
+                **self.stats.snapshot(),
+                "overrides": self.keys.overrides(),
+                "window_origin": self.keys.origin,
+                "server_pid": _server_pid(),
+            }
         ex.responded = True
-        body = orjson.dumps({**self.stats.snapshot(), "server_pid": _server_pid()})
-        ex.protocol.response_bytes(200, [("content-type", JSON_TYPE)], body)
+        ex.protocol.response_bytes(200, [("content-type", JSON_TYPE)], orjson.dumps(answer_body))
+
+
+def _override_of(raw: bytes) -> FaultSpec | None:
+    """The fault of a ``PUT /_sim/keys/{key}`` body ``{"fault": "<spec>" | null}``."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or "fault" not in body:
+        raise ApiError(
+            400,
+            f'Expected a JSON body {{"fault": <spec> or null}}, where <spec> is {SPEC_HELP}.',
+            param="fault",
+        )
+    spec = body["fault"]
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        raise ApiError(
+            400,
+            f"Invalid 'fault': expected a string or null, where a string is {SPEC_HELP}.",
+            param="fault",
+            code="invalid_type",
+        )
+    try:
+        return parse_fault_spec(spec)
+    except FaultKeyError as exc:
+        raise ApiError(
+            400,
+            f"Invalid 'fault': {exc}. A fault spec is {SPEC_HELP}; null makes the key healthy.",
+            param="fault",
+            code="invalid_value",
+        ) from None
+
+
+def _rate_limited(rejection: Rejection, model: str) -> ApiError:
+    """OpenAI's 429 for a request over the key's requests- or tokens-per-minute limit."""
+    unit = "requests per min (RPM)" if rejection.kind == "requests" else "tokens per min (TPM)"
+    where = f"{model} in organization {_ORGANIZATION_ID} on {unit}"
+    if math.isinf(rejection.wait_s):
+        message = (
+            f"Request too large for {where}: Limit {rejection.limit}, Requested {rejection.requested}. "
+            f"The input or output tokens must be reduced in order to run successfully. "
+            f"Visit {_RATE_LIMITS_URL} to learn more."
+        )
+        return ApiError(429, message, type=rejection.kind, code="rate_limit_exceeded")
+    message = (
+        f"Rate limit reached for {where}: Limit {rejection.limit}, Used {rejection.used}, "
+        f"Requested {rejection.requested}. Please try again in {duration(rejection.wait_s)}. "
+        f"Visit {_RATE_LIMITS_URL} to learn more."
+    )
+    retry = [
+        ("retry-after", str(max(1, math.ceil(rejection.wait_s)))),
+        ("retry-after-ms", str(max(1, math.ceil(rejection.wait_s * 1000)))),
+    ]
+    return ApiError(429, message, type=rejection.kind, code="rate_limit_exceeded", headers=retry)
 
 
 def _server_pid() -> int:
