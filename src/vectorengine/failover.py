@@ -186,20 +186,24 @@ class Failover:
         body = wire.encode_upstream(call, model)
         self.pacer.take(ch, k)
         opened: Opened | None = None
+        total_s = to.total_s or dflt.timeout_s
         try:
-            async with asyncio.timeout(first_byte_s):
-                opened = await self._exchange(pick, call, att, url, headers, body, to.connect_s, to.total_s)
+            if call.stream:
+                async with asyncio.timeout(first_byte_s):
+                    opened = await self._open_stream(pick, att, url, headers, body, to.connect_s, total_s)
+            else:
+                # A JSON answer's first byte comes with the whole of it: the client's own
+                # request timeout bounds the wait (no event-loop timer per request).
+                opened = await self._send_json(
+                    pick, att, url, headers, body, to.connect_s, min(first_byte_s, total_s)
+                )
         except TimeoutError:
-            failed = self._failed(
-                pick,
-                att,
-                ErrorClass.TIMEOUT,
-                GatewayError(Kind.UPSTREAM_TIMEOUT, f"The upstream sent nothing within {first_byte_s:g} s."),
-            )
+            failed = self._failed(pick, att, ErrorClass.TIMEOUT, _late(first_byte_s))
         except AttemptFailed as exc:
             failed = exc
         except GatewayError as err:
-            failed = self._failed(pick, att, classify_transport(err.kind), err)
+            cls = classify_transport(err.kind)
+            failed = self._failed(pick, att, cls, _late(first_byte_s) if cls is ErrorClass.TIMEOUT else err)
         except asyncio.CancelledError:
             att.outcome = "cancelled"
             att.latency_ms = _ms_since(started)
@@ -223,37 +227,46 @@ class Failover:
         self.health.failure(ch.id, k, rule.effect, reason, failed.retry_after_s, shape)
         raise failed
 
-    async def _exchange(
+    async def _send_json(
         self,
         pick: Pick,
-        call: wire.Call,
         att: AttemptRecord,
         url: str,
         headers: list[tuple[str, str]],
         body: bytes,
         connect_s: float | None,
-        total_s: float | None,
+        total_s: float,
     ) -> Opened:
-        """Send, and wait for the first byte (JSON: the whole body; streams: the first chunk)."""
-        total = total_s or self.upstream.timeout_s
-        if not call.stream:
-            resp = await self.transport.send("POST", url, headers, body, connect_s=connect_s, total_s=total)
-            att.status = resp.status
-            if resp.status >= 400:
-                raise await self._status_failure(pick, att, resp)
-            raw = await resp.read()
-            obj, usage = wire.usage_from_body(raw)
-            if obj is None:
-                raise self._failed(
-                    pick,
-                    att,
-                    ErrorClass.BAD_RESPONSE,
-                    GatewayError(
-                        Kind.UPSTREAM_BAD_RESPONSE, "The upstream returned a response that is not valid JSON."
-                    ),
-                )
-            return Opened(pick, resp, att, body=raw, usage=usage)
-        exchange = self.transport.open("POST", url, headers, body, connect_s=connect_s, total_s=total)
+        """Send and read the whole answer, which must be valid JSON."""
+        resp = await self.transport.send("POST", url, headers, body, connect_s=connect_s, total_s=total_s)
+        att.status = resp.status
+        if resp.status >= 400:
+            raise await self._status_failure(pick, att, resp)
+        raw = await resp.read()
+        obj, usage = wire.usage_from_body(raw)
+        if obj is None:
+            raise self._failed(
+                pick,
+                att,
+                ErrorClass.BAD_RESPONSE,
+                GatewayError(
+                    Kind.UPSTREAM_BAD_RESPONSE, "The upstream returned a response that is not valid JSON."
+                ),
+            )
+        return Opened(pick, resp, att, body=raw, usage=usage)
+
+    async def _open_stream(
+        self,
+        pick: Pick,
+        att: AttemptRecord,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        connect_s: float | None,
+        total_s: float,
+    ) -> Opened:
+        """Send, and wait for the stream's first chunk, which must not be an error event."""
+        exchange = self.transport.open("POST", url, headers, body, connect_s=connect_s, total_s=total_s)
         resp = await exchange.__aenter__()
         opened = Opened(pick, resp, att, exchange=exchange)
         try:
@@ -422,6 +435,10 @@ async def _first_success(tasks: Sequence[asyncio.Future[Opened]]) -> Opened:
             return winners[0].result()
     assert failure is not None
     raise failure
+
+
+def _late(first_byte_s: float) -> GatewayError:
+    return GatewayError(Kind.UPSTREAM_TIMEOUT, f"The upstream sent nothing within {first_byte_s:g} s.")
 
 
 def _affinity_key(body: dict[str, Any]) -> str | None:

@@ -171,17 +171,23 @@ class Relay:
                 # The idle timer is pushed back at most every tenth of its length, so a stream
                 # is cut after 0.9–1.0 × idle_s of silence; one clock read per chunk.
                 async with asyncio.timeout(idle) as timer:
-                    pushed = now()
+                    step, pushed = idle * 0.1, now()
                     chunk = opened.first
-                    while chunk is not None:
+                    while chunk is not None and not observer.content_seen:  # until the first token
                         data = feed(chunk)
-                        if rec.ttft_ms is None and observer.content_seen:
+                        if observer.content_seen:
                             rec.ttft_ms = _ms_since(req.t0)
                         if data:
                             await send(data)
                         chunk = await read()
+                        timer.reschedule(now() + idle)
+                    while chunk is not None:
+                        data = feed(chunk)
+                        if data:
+                            await send(data)
+                        chunk = await read()
                         t = now()
-                        if t - pushed > idle * 0.1:
+                        if t - pushed > step:
                             timer.reschedule(t + idle)
                             pushed = t
             except resp.broken as exc:

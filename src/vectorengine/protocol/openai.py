@@ -165,6 +165,20 @@ class StreamObserver:
 
     def feed(self, chunk: bytes | memoryview) -> bytes:
         raw = bytes(chunk)
+        if (
+            self.content_seen
+            and not self._buf
+            and raw[-2:] == b"\n\n"
+            and b"\r" not in raw
+            and b"[DONE]" not in raw
+            and b'"error"' not in raw
+        ):  # the common case: whole events in the middle of the stream, nothing to observe
+            if self.strip_usage:
+                stripped = raw.replace(b',"usage":null', b"")
+                if b'"usage"' not in stripped:
+                    return stripped
+            elif b'"usage":{' not in raw and b'"usage": {' not in raw:
+                return raw
         data = raw.replace(b"\r\n", b"\n") if b"\r" in raw else raw
         buf = self._buf + data if self._buf else data
         end = buf.rfind(b"\n\n")

@@ -74,6 +74,7 @@ class HealthBoard:
         self._ttfb: dict[int, deque[float]] = {}  # channel id → recent times to first byte
         self._p95: dict[int, float] = {}
         self._channel_latency: dict[int, float] = {}
+        self._ttfb_seen: dict[int, int] = {}
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -243,6 +244,7 @@ class HealthBoard:
         ring.append(ttfb_ms)
         prev = self._channel_latency.get(channel_id)
         self._channel_latency[channel_id] = ttfb_ms if prev is None else prev + self._alpha * (ttfb_ms - prev)
-        if len(ring) >= 20 and len(ring) % 10 == 0:
+        n = self._ttfb_seen[channel_id] = self._ttfb_seen.get(channel_id, 0) + 1
+        if n >= 20 and n % 10 == 0:  # recomputed every tenth sample
             ordered = sorted(ring)
             self._p95[channel_id] = ordered[int(0.95 * (len(ordered) - 1))]
