@@ -271,3 +271,14 @@ def test_token_pacing_charges_what_requests_used() -> None:
     assert pacer.wait_s(ch, 0) == pytest.approx(10.0)
     clock.advance(10.0)
     assert pacer.wait_s(ch, 0) == 0.0
+
+
+def test_health_state_is_dropped_when_a_channel_changes_its_keys_or_goes() -> None:
+    b = board(FakeClock())
+    b.sync({1: ("k0", "k1"), 2: ("x",)})
+    b.failure(1, 1, Effect.DISABLE, "auth: 401", None, SHAPE)
+    b.failure(2, 0, Effect.DISABLE, "auth: 401", None, SHAPE)
+    b.sync({1: ("k0", "k1"), 2: ("x",)})  # nothing changed
+    assert not b.usable(1, 1) and not b.usable(2, 0)
+    b.sync({1: ("k0", "k2")})  # channel 1 got a new second key; channel 2 was deleted
+    assert b.usable(1, 1) and b.usable(2, 0) and b.get(1, 1) is None and b.out == set()

@@ -75,6 +75,7 @@ class HealthBoard:
         self._p95: dict[int, float] = {}
         self._channel_latency: dict[int, float] = {}
         self._ttfb_seen: dict[int, int] = {}
+        self._seen_keys: dict[int, tuple[str, ...]] = {}
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -154,9 +155,14 @@ class HealthBoard:
     def ttfb_p95(self, channel_id: int) -> float | None:
         return self._p95.get(channel_id)
 
-    def forget_missing(self, live: set[KeyId]) -> None:
-        """Drop the state of keys that no longer exist (a channel was deleted or lost keys)."""
-        for k in [k for k in self._keys if k not in live]:
+    def sync(self, keys_by_channel: dict[int, tuple[str, ...]]) -> None:
+        """Forget the state of channels that are gone or whose key list changed (state is
+        kept by key index, which then means another key)."""
+        stale = {cid for cid, keys in self._seen_keys.items() if keys_by_channel.get(cid) != keys}
+        self._seen_keys = dict(keys_by_channel)
+        if not stale:
+            return
+        for k in [k for k in self._keys if k[0] in stale]:
             del self._keys[k]
             self.out.discard(k)
 

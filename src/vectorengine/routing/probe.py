@@ -54,6 +54,7 @@ class Prober:
         self._transport = transport
         self._config = config
         self._running: set[asyncio.Task[None]] = set()
+        self._synced: dict[int, Channel] | None = None
 
     async def run(self) -> None:
         while True:
@@ -67,10 +68,12 @@ class Prober:
         if not self._board.out:
             return
         channels = self._channels()
-        self._board.forget_missing({(c.id, i) for c in channels.values() for i in range(len(c.keys))})
+        if channels is not self._synced:  # a new snapshot: drop the state of changed channels
+            self._board.sync({c.id: c.keys for c in channels.values()})
+            self._synced = channels
         for h in self._board.due():
             channel = channels.get(h.channel_id)
-            if channel is None:
+            if channel is None or not channel.enabled:
                 continue
             h.probing = True
             task = asyncio.get_running_loop().create_task(self.probe(h, channel))
