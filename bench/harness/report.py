@@ -36,15 +36,14 @@ def summary(r: dict[str, Any]) -> str:
             f"≤ {TARGETS['cpu_us_per_request']:g} µs | {_verdict(v <= TARGETS['cpu_us_per_request'])} |"
         )
     sc = r.get("stream_cpu", {})
-    for key, label in (("gateway_burst", "back-to-back"), ("gateway_paced", "1 ms apart")):
-        if key in sc and sc[key].get("cpu_us_per_chunk_net") is not None:
-            s = sc[key]
-            lines.append(
-                f"| CPU per streamed chunk ({label}; net, raw) | {s['cpu_us_per_chunk_net']} µs "
-                f"({s['cpu_us_per_chunk_raw']} raw{_spread(s, '; ', '')}) | "
-                f"≤ {TARGETS['cpu_us_per_chunk']:g} µs | "
-                f"{_verdict(s['cpu_us_per_chunk_net'] <= TARGETS['cpu_us_per_chunk'])} |"
-            )
+    if "gateway_burst" in sc and sc["gateway_burst"].get("cpu_us_per_chunk_net") is not None:
+        s = sc["gateway_burst"]
+        lines.append(
+            f"| CPU per streamed chunk (back-to-back; net, raw) | {s['cpu_us_per_chunk_net']} µs "
+            f"({s['cpu_us_per_chunk_raw']} raw{_spread(s, '; ', '')}) | "
+            f"≤ {TARGETS['cpu_us_per_chunk']:g} µs | "
+            f"{_verdict(s['cpu_us_per_chunk_net'] <= TARGETS['cpu_us_per_chunk'])} |"
+        )
     lat = r.get("latency", {})
     if "added_ms" in lat:
         a, rate = lat["added_ms"], lat["gateway"]["rate"]
@@ -109,6 +108,13 @@ def summary(r: dict[str, Any]) -> str:
     if "direct_burst" in sc:
         s = sc["direct_burst"]
         lines.append(f"| upstream CPU per chunk (direct, back-to-back) | {s['cpu_us_per_chunk_raw']} µs |")
+    paced = sc.get("gateway_paced", {})
+    if paced.get("cpu_us_per_chunk_net") is not None:
+        lines.append(
+            f"| CPU per streamed chunk, chunks 1 ms apart (each its own read and write, core ~40 % busy; "
+            f"net, raw) — no target: wake-ups dominate, see RESULTS.md | {paced['cpu_us_per_chunk_net']} µs "
+            f"({paced['cpu_us_per_chunk_raw']} raw{_spread(paced, '; ', '')}) |"
+        )
     for key in ("gateway_burst", "gateway_paced"):
         if key in sc:
             s = sc[key]

@@ -138,7 +138,9 @@ class Relay:
                 gone.stop()
             if opened is not None:
                 await opened.close()
-            if not rec.attempts:
+            if not rec.attempts or (len(rec.attempts) == 1 and rec.attempts[0].outcome == "won"):
+                # Answered by its first attempt: the record itself describes that attempt
+                # (channel, key, upstream model, status, time to first byte); no chain stored.
                 rec.attempts = None
             rec.latency_ms = _ms_since(req.t0)
             self._usage.put(rec)

@@ -40,6 +40,7 @@ def test_record_of_a_json_request(gateway: GatewayProcess) -> None:
     assert rec["completion_tokens"] == reply.usage.completion_tokens
     assert 0 < rec["ttfb_ms"] <= rec["latency_ms"]
     assert rec["client_ip"] == "127.0.0.1"
+    assert rec["attempts"] is None  # answered by its first attempt: no separate chain is stored
 
 
 def test_stream_usage_is_captured_even_when_the_client_did_not_ask(gateway: GatewayProcess) -> None:
