@@ -289,7 +289,7 @@ class Failover:
                         Kind.UPSTREAM_BAD_RESPONSE, "The upstream stream ended before its first event."
                     ),
                 )
-            error = _error_event(first)
+            error = wire.leading_error(first)
             if error is not None:
                 raise self._failed(
                     pick,
@@ -447,19 +447,6 @@ def _affinity_key(body: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value:
             return f"{name}:{value}"
     return None
-
-
-def _error_event(chunk: bytes | memoryview) -> dict[str, Any] | None:
-    """The error object if the stream's first event is ``data: {"error": …}``."""
-    head = bytes(chunk[:64]).lstrip()
-    if not head.startswith(b"data:") or b'"error"' not in head:
-        return None
-    event = bytes(chunk).lstrip().split(b"\n\n", 1)[0]
-    obj, _ = wire.usage_from_body(event[5:].strip())
-    if wire.error_envelope(obj):
-        error: dict[str, Any] = obj["error"]
-        return error
-    return {"message": "The upstream stream began with an error event."}
 
 
 def _ms_since(t: float) -> float:

@@ -174,3 +174,16 @@ def test_spaced_usage_null_is_stripped_on_the_fast_path() -> None:
     assert obs.content_seen
     out = obs.feed(b'data: {"choices":[{"delta":{"content":"b"}}], "usage": null}\n\n')
     assert out == b'data: {"choices":[{"delta":{"content":"b"}}]}\n\n'
+
+
+def test_a_stream_that_begins_with_an_error_event_is_recognised() -> None:
+    from vectorengine.protocol.openai import leading_error
+
+    err = b'data: {"error":{"message":"overloaded","type":"server_error","code":null}}\n\n'
+    assert leading_error(err) == {"message": "overloaded", "type": "server_error", "code": None}
+    assert leading_error(b'data: {"error": trunc') == {
+        "message": "The upstream stream began with an error event."
+    }
+    role = b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'
+    assert leading_error(role) is None
+    assert leading_error(b": keep-alive\n\n") is None

@@ -246,3 +246,16 @@ class StreamObserver:
             return
         if error_envelope(obj):
             self.error = obj["error"]
+
+
+def leading_error(chunk: bytes | memoryview) -> dict[str, Any] | None:
+    """The error object if the stream's first event is ``data: {"error": …}``."""
+    head = bytes(chunk[:64]).lstrip()
+    if not head.startswith(b"data:") or b'"error"' not in head:
+        return None
+    event = bytes(chunk).lstrip().split(b"\n\n", 1)[0]
+    obj, _ = usage_from_body(event[5:].strip())
+    if error_envelope(obj):
+        error: dict[str, Any] = obj["error"]
+        return error
+    return {"message": "The upstream stream began with an error event."}

@@ -17,7 +17,13 @@ import orjson
 from vectorengine.errors import GatewayError
 from vectorengine.protocol import openai as wire
 from vectorengine.routing.health import CallShape, HealthBoard, KeyHealth
-from vectorengine.routing.policy import POLICY, ErrorClass, classify_status, classify_transport
+from vectorengine.routing.policy import (
+    POLICY,
+    ErrorClass,
+    classify_event,
+    classify_status,
+    classify_transport,
+)
 from vectorengine.routing.ratelimit_headers import retry_after_s
 from vectorengine.settings import HealthConfig
 from vectorengine.store.records import Channel
@@ -117,8 +123,14 @@ class Prober:
             first = await resp.next_chunk()
             if not first:
                 return False, ErrorClass.BAD_RESPONSE, "probe: empty stream", None
-            if bytes(first[:64]).lstrip().startswith(b'data: {"error"'):
-                return False, ErrorClass.BAD_RESPONSE, "probe: stream began with an error event", None
+            error = wire.leading_error(first)
+            if error is not None:
+                return (
+                    False,
+                    classify_event(error),
+                    f"probe: stream began with an error: {error.get('message')}",
+                    None,
+                )
             return True, ErrorClass.SERVER, "ok", None
 
 
