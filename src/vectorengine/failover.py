@@ -108,11 +108,11 @@ class Failover:
         avoid = Avoid()
         prefer: int | None = None
         last: AttemptFailed | None = None
-        waited, rested, mi = 0.0, False, 0
+        waited, mi = 0.0, 0
         while len(attempts) < cfg.max_attempts and mi < len(models) and time.perf_counter() < deadline:
             table = routes[models[mi]]
-            choice = self.selector.pick(table, avoid, prefer_channel=prefer, affinity=affinity, rested=rested)
-            rested = False
+            choice = self.selector.pick(table, avoid, prefer_channel=prefer, affinity=affinity)
+            avoid.rested = False
             if choice is None:
                 mi, prefer = mi + 1, None
                 continue
@@ -122,7 +122,7 @@ class Failover:
                     continue
                 await asyncio.sleep(choice + 0.001)
                 waited += choice
-                rested = True
+                avoid.rested = True
                 continue
             try:
                 opened = await self._maybe_hedged(choice, call, table, avoid, attempts, t0, deadline)

@@ -122,7 +122,7 @@ def test_keys_out_of_service_are_skipped_and_a_cooling_key_means_wait() -> None:
     assert isinstance(wait, float) and 1.99 <= wait <= 2.0  # only the cooling key can come back soon
     clock.advance(2.0)
     assert sel.pick(routes["m"]) == 0.0  # still out until a probe (or a waiting request) takes it
-    assert pick(sel, routes["m"], rested=True).key_index == 0
+    assert pick(sel, routes["m"], Avoid(rested=True)).key_index == 0
 
 
 def test_a_paced_key_is_skipped_and_when_all_are_paced_the_pick_says_how_long() -> None:

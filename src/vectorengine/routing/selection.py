@@ -73,13 +73,13 @@ def build_routes(channels: Iterable[Channel], groups: frozenset[str] | None = No
 
 @dataclass(slots=True)
 class Avoid:
-    """What one request has excluded so far."""
+    """What one request has excluded so far, and whether it has waited for capacity."""
 
     keys: set[KeyId] = field(default_factory=set)
     channels: set[int] = field(default_factory=set)
-
-    def __bool__(self) -> bool:
-        return bool(self.keys or self.channels)
+    # After waiting for capacity, a cooling key whose rest is over may be used directly
+    # (the request acts as its probe).
+    rested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +109,6 @@ class Selector:
         self._clock = clock
         self._next_key: dict[int, int] = {}
         self._affinity: dict[tuple[str, str], tuple[int, float]] = {}
-        self._rested = False
 
     def pick(
         self,
@@ -118,14 +117,8 @@ class Selector:
         *,
         prefer_channel: int | None = None,
         affinity: str | None = None,
-        rested: bool = False,
     ) -> Pick | float | None:
-        """A pick; or seconds to wait until a key paced or cooling is free; or None: nothing left.
-
-        ``rested``: after waiting for capacity, a cooling key whose rest is over may be used
-        directly (the request acts as its probe).
-        """
-        self._rested = rested
+        """A pick; or seconds to wait until a key paced or cooling is free; or None: nothing left."""
         if affinity is not None and self.affinity_ttl_s is not None and prefer_channel is None:
             prefer_channel = self._affine_channel(table.model, affinity)
         if prefer_channel is not None:
@@ -204,7 +197,7 @@ class Selector:
             i = (start + step) % n
             if avoid is not None and (cid, i) in avoid.keys:
                 continue
-            if health.out and not health.usable(cid, i) and not self._rested_key(cid, i):
+            if health.out and not health.usable(cid, i) and not self._rested_key(cid, i, avoid):
                 continue
             if pacer.wait_s(channel, i) > 0.0:
                 continue
@@ -213,8 +206,8 @@ class Selector:
             return i
         return None
 
-    def _rested_key(self, channel_id: int, key_index: int) -> bool:
-        if not self._rested:
+    def _rested_key(self, channel_id: int, key_index: int, avoid: Avoid | None) -> bool:
+        if avoid is None or not avoid.rested:
             return False
         until = self.health.cooling_until(channel_id, key_index)
         return until is not None and until <= self._clock()
