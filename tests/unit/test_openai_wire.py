@@ -103,6 +103,29 @@ def test_injected_usage_is_stripped_so_the_client_sees_the_plain_stream(
     assert text == "".join(pieces)
 
 
+@settings(max_examples=100, deadline=None)
+@given(pieces=texts, strip=st.booleans())
+def test_one_event_per_read_as_upstreams_send_them(pieces: list[str], strip: bool) -> None:
+    # The shape a live stream usually has: every read is exactly one event (the observer's
+    # fast path). The client still gets exactly the plain stream, or the upstream's bytes.
+    events = events_for(pieces, usage_member=True)
+    upstream = sse(events, usage=True)
+    parts = [p + b"\n\n" for p in upstream.split(b"\n\n")[:-1]]
+    obs = wire.StreamObserver(strip_usage=strip)
+    expected = sse(events_for(pieces, usage_member=False), usage=False) if strip else upstream
+    assert run(obs, parts) == expected
+    assert obs.usage == Usage(11, 7, 3, 2) and obs.done and obs.error is None
+
+
+def test_an_error_event_mid_stream_is_seen_even_in_the_mid_stream_shape() -> None:
+    obs = wire.StreamObserver(strip_usage=True)
+    obs.feed(b"data: " + orjson.dumps(chunk({"content": "x"}, usage_member=True)) + b"\n\n")
+    assert obs.content_seen
+    err = b'data: {"error":{"message":"boom","type":"server_error"},"usage":null}\n\n'
+    obs.feed(err)
+    assert obs.error == {"message": "boom", "type": "server_error"}
+
+
 def test_usage_on_a_content_chunk_is_removed_but_content_kept() -> None:
     obj = chunk({"content": "hi"}, "stop")
     obj["usage"] = USAGE
