@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import orjson
 
 from vectorengine.errors import GatewayError
+from vectorengine.protocol import openai as wire
 from vectorengine.protocol.openai import Endpoint
 from vectorengine.store.records import Channel
-from vectorengine.upstreams import openai as openai_upstream
+from vectorengine.upstreams import dialect_for
 from vectorengine.upstreams.transport import PyreqwestTransport
 
 
@@ -34,17 +35,24 @@ async def probe_channel(
     else:
         endpoint = Endpoint.CHAT
         body = {"model": upstream_model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 5}
+    dialect = dialect_for(channel)
+    call = wire.decode(endpoint, orjson.dumps(body))
     transport = PyreqwestTransport(timeout_s=timeout_s)
     results = []
     try:
         for i in range(len(channel.keys)):
-            url, headers = openai_upstream.target(channel, i, endpoint, stream=False)
+            up = dialect.request(channel, i, call, upstream_model)
             t0 = time.perf_counter()
             try:
-                async with transport.open("POST", url, headers, orjson.dumps(body)) as resp:
+                async with transport.open("POST", up.url, up.headers, up.body) as resp:
                     raw = bytes(await resp.read())
                     ms = (time.perf_counter() - t0) * 1000
-                    detail = _summary(raw)
+                    if resp.status >= 400:
+                        error = dialect.error(resp.status, raw).error or {}
+                        detail = f"error: {error.get('message') or f'HTTP {resp.status}'}"
+                    else:
+                        answered = dialect.answer(raw)
+                        detail = _summary(bytes(answered[0])) if answered else "response is not JSON"
                     results.append(ProbeResult(i, resp.status < 400, resp.status, ms, detail))
             except GatewayError as err:
                 ms = (time.perf_counter() - t0) * 1000

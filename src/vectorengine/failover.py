@@ -38,7 +38,8 @@ from vectorengine.routing.ratelimit_headers import retry_after_s
 from vectorengine.routing.selection import Avoid, Pick, RouteTable, Selector
 from vectorengine.settings import RoutingConfig, UpstreamConfig
 from vectorengine.store.records import AttemptRecord, Channel, Hedge, Token
-from vectorengine.upstreams import openai as openai_upstream
+from vectorengine.upstreams import dialect_for
+from vectorengine.upstreams.dialect import Dialect
 from vectorengine.upstreams.transport import Transport, UpstreamResponse
 
 # Upstream statuses that describe the channel's own credentials or billing, not the caller's
@@ -182,20 +183,32 @@ class Failover:
         shape = self._shape(call.endpoint, call.stream, model)
         to, dflt = ch.timeouts, self.upstream
         first_byte_s = min(to.first_byte_s or dflt.first_byte_timeout_s, max(0.001, deadline - started))
-        url, headers = openai_upstream.target(ch, k, call.endpoint, call.stream)
-        body = wire.encode_upstream(call, model)
+        dialect = dialect_for(ch)
+        try:
+            if not dialect.supports(call.endpoint):
+                raise wire.DecodeError(f"Channel {ch.name!r} ({ch.type}) does not serve {call.endpoint.path}")
+            up = dialect.request(ch, k, call, model)
+        except wire.DecodeError as exc:  # this upstream cannot express the request; another may
+            att.latency_ms = 0.0
+            avoid.channels.add(ch.id)
+            raise self._failed(
+                pick, att, ErrorClass.NOT_FOUND, GatewayError(Kind.INVALID_REQUEST, str(exc), param=exc.param)
+            ) from None
+        url, headers, body = up.url, up.headers, up.body
         self.pacer.take(ch, k)
         opened: Opened | None = None
         total_s = to.total_s or dflt.timeout_s
         try:
             if call.stream:
                 async with asyncio.timeout(first_byte_s):
-                    opened = await self._open_stream(pick, att, url, headers, body, to.connect_s, total_s)
+                    opened = await self._open_stream(
+                        dialect, pick, att, url, headers, body, to.connect_s, total_s
+                    )
             else:
                 # A JSON answer's first byte comes with the whole of it: the client's own
                 # request timeout bounds the wait (no event-loop timer per request).
                 opened = await self._send_json(
-                    pick, att, url, headers, body, to.connect_s, min(first_byte_s, total_s)
+                    dialect, pick, att, url, headers, body, to.connect_s, min(first_byte_s, total_s)
                 )
         except TimeoutError:
             failed = self._failed(pick, att, ErrorClass.TIMEOUT, _late(first_byte_s))
@@ -229,6 +242,7 @@ class Failover:
 
     async def _send_json(
         self,
+        dialect: Dialect,
         pick: Pick,
         att: AttemptRecord,
         url: str,
@@ -241,10 +255,9 @@ class Failover:
         resp = await self.transport.send("POST", url, headers, body, connect_s=connect_s, total_s=total_s)
         att.status = resp.status
         if resp.status >= 400:
-            raise await self._status_failure(pick, att, resp)
-        raw = await resp.read()
-        obj, usage = wire.usage_from_body(raw)
-        if obj is None:
+            raise await self._status_failure(dialect, pick, att, resp)
+        answered = dialect.answer(await resp.read())
+        if answered is None:
             raise self._failed(
                 pick,
                 att,
@@ -253,10 +266,11 @@ class Failover:
                     Kind.UPSTREAM_BAD_RESPONSE, "The upstream returned a response that is not valid JSON."
                 ),
             )
-        return Opened(pick, resp, att, body=raw, usage=usage)
+        return Opened(pick, resp, att, body=answered[0], usage=answered[1])
 
     async def _open_stream(
         self,
+        dialect: Dialect,
         pick: Pick,
         att: AttemptRecord,
         url: str,
@@ -272,7 +286,7 @@ class Failover:
         try:
             att.status = resp.status
             if resp.status >= 400:
-                raise await self._status_failure(pick, att, resp)
+                raise await self._status_failure(dialect, pick, att, resp)
             try:
                 first = await resp.next_chunk()
             except resp.broken as exc:
@@ -289,7 +303,7 @@ class Failover:
                         Kind.UPSTREAM_BAD_RESPONSE, "The upstream stream ended before its first event."
                     ),
                 )
-            error = wire.leading_error(first)
+            error = dialect.leading_error(first)
             if error is not None:
                 raise self._failed(
                     pick,
@@ -305,15 +319,16 @@ class Failover:
             await opened.close()
             raise
 
-    async def _status_failure(self, pick: Pick, att: AttemptRecord, resp: UpstreamResponse) -> AttemptFailed:
+    async def _status_failure(
+        self, dialect: Dialect, pick: Pick, att: AttemptRecord, resp: UpstreamResponse
+    ) -> AttemptFailed:
         """An upstream error status: classify it and keep what is meaningful to pass on."""
         try:
-            raw = await resp.read()
+            raw: bytes | memoryview = await resp.read()
         except GatewayError:
             raw = b""
-        obj: Any = wire.usage_from_body(raw)[0] if raw else None
-        envelope = wire.error_envelope(obj)
-        error_obj: dict[str, Any] | None = obj["error"] if envelope else None
+        info = dialect.error(resp.status, raw)
+        error_obj = info.error
         cls = classify_status(resp.status, error_obj)
         ch = pick.candidate.channel
         self.pacer.observe(ch, pick.key_index, resp.header)
@@ -333,11 +348,7 @@ class Failover:
             if isinstance(upstream_message, str) and upstream_message:
                 message = upstream_message
             err = GatewayError(
-                Kind.UPSTREAM_STATUS,
-                message,
-                status=resp.status,
-                headers=headers,
-                passthrough=bytes(raw) if envelope else None,
+                Kind.UPSTREAM_STATUS, message, status=info.status, headers=headers, passthrough=info.envelope
             )
         return self._failed(pick, att, cls, err, wait)
 

@@ -24,6 +24,7 @@ from vectorengine.protocol import openai as wire
 from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import UsageRecord
 from vectorengine.store.snapshot import SnapshotHolder
+from vectorengine.upstreams import dialect_for
 
 ResponseHeaders = list[tuple[str, str]]
 
@@ -157,7 +158,7 @@ class Relay:
         self, req: Inbound, call: wire.Call, opened: Opened, out: Responder, rec: UsageRecord
     ) -> None:
         resp = opened.resp
-        observer = wire.StreamObserver(strip_usage=not call.include_usage)
+        observer = dialect_for(opened.pick.candidate.channel).observer(call)
         headers = [
             *_base_headers(req),
             ("content-type", resp.header("content-type") or "text/event-stream; charset=utf-8"),

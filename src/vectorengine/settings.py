@@ -46,6 +46,7 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     tpm: Annotated[int, msgspec.Meta(ge=1)] | None = None  # per key
     timeouts: Timeouts = Timeouts()
     hedge: Hedge | None = None
+    api_version: str | None = None  # azure: api-version (default: the upstream type's)
 
 
 class TokenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

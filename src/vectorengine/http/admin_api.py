@@ -178,6 +178,7 @@ def _channel_out(ch: Channel) -> s.ChannelOut:
         tpm=ch.tpm,
         timeouts=ch.timeouts,
         hedge=ch.hedge,
+        api_version=ch.api_version,
     )
 
 

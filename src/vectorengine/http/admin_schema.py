@@ -30,6 +30,7 @@ class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tpm: PerMinute | None = None  # per key
     timeouts: Timeouts = Timeouts()
     hedge: Hedge | None = None
+    api_version: str | None = None  # azure
 
 
 class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -50,6 +51,7 @@ class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tpm: PerMinute | msgspec.UnsetType | None = msgspec.UNSET
     timeouts: Timeouts | msgspec.UnsetType = msgspec.UNSET
     hedge: Hedge | msgspec.UnsetType | None = msgspec.UNSET
+    api_version: str | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChannelOut(msgspec.Struct, kw_only=True):
@@ -72,6 +74,7 @@ class ChannelOut(msgspec.Struct, kw_only=True):
     tpm: int | None
     timeouts: Timeouts
     hedge: Hedge | None
+    api_version: str | None
 
 
 class KeyHealthOut(msgspec.Struct, kw_only=True):

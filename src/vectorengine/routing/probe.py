@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -27,7 +28,8 @@ from vectorengine.routing.policy import (
 from vectorengine.routing.ratelimit_headers import retry_after_s
 from vectorengine.settings import HealthConfig
 from vectorengine.store.records import Channel
-from vectorengine.upstreams import openai as openai_upstream
+from vectorengine.upstreams import dialect_for
+from vectorengine.upstreams.dialect import Dialect
 from vectorengine.upstreams.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -90,12 +92,16 @@ class Prober:
         shape = h.shape or CallShape(
             wire.Endpoint.CHAT, False, channel.model_map.get(channel.models[0], channel.models[0])
         )
-        url, headers = openai_upstream.target(channel, h.key_index, shape.endpoint, shape.stream)
-        body = probe_body(shape)
+        dialect = dialect_for(channel)
+        if not dialect.supports(shape.endpoint):
+            shape = CallShape(wire.Endpoint.CHAT, shape.stream, shape.upstream_model)
+        up = dialect.request(
+            channel, h.key_index, wire.decode(shape.endpoint, probe_body(shape)), shape.upstream_model
+        )
         ok, cls, reason, wait = False, ErrorClass.CONNECTION, "probe failed", None
         try:
             async with asyncio.timeout(self._config.probe_timeout_s):
-                ok, cls, reason, wait = await self._send(url, headers, body, shape.stream)
+                ok, cls, reason, wait = await self._send(dialect, up.url, up.headers, up.body, shape.stream)
         except TimeoutError:
             cls, reason = ErrorClass.TIMEOUT, f"probe: no answer within {self._config.probe_timeout_s:g} s"
         except GatewayError as err:
@@ -108,22 +114,22 @@ class Prober:
         self._board.probe_result(h, ok, POLICY[cls].effect, f"{cls.value}: {reason}", wait)
 
     async def _send(
-        self, url: str, headers: list[tuple[str, str]], body: bytes, stream: bool
+        self, dialect: Dialect, url: str, headers: list[tuple[str, str]], body: bytes, stream: bool
     ) -> tuple[bool, ErrorClass, str, float | None]:
         if not stream:
             resp = await self._transport.send("POST", url, headers, body)
             if resp.status < 400:
                 return True, ErrorClass.SERVER, "ok", None
-            obj, _ = wire.usage_from_body(await resp.read())
-            return False, *_status(resp.status, obj, retry_after_s(resp.header))
+            info = dialect.error(resp.status, await resp.read())
+            return False, *_status(resp.status, info.error, retry_after_s(resp.header))
         async with self._transport.open("POST", url, headers, body) as resp:
             if resp.status >= 400:
-                obj, _ = wire.usage_from_body(await resp.read())
-                return False, *_status(resp.status, obj, retry_after_s(resp.header))
+                info = dialect.error(resp.status, await resp.read())
+                return False, *_status(resp.status, info.error, retry_after_s(resp.header))
             first = await resp.next_chunk()
             if not first:
                 return False, ErrorClass.BAD_RESPONSE, "probe: empty stream", None
-            error = wire.leading_error(first)
+            error = dialect.leading_error(first)
             if error is not None:
                 return (
                     False,
@@ -134,7 +140,8 @@ class Prober:
             return True, ErrorClass.SERVER, "ok", None
 
 
-def _status(status: int, obj: object, wait: float | None) -> tuple[ErrorClass, str, float | None]:
-    error = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), dict) else None
+def _status(
+    status: int, error: dict[str, Any] | None, wait: float | None
+) -> tuple[ErrorClass, str, float | None]:
     message = error.get("message") if error else None
     return classify_status(status, error), f"probe: HTTP {status} {message or ''}".strip(), wait

@@ -44,6 +44,7 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     tpm: int | None = None
     timeouts: Timeouts = Timeouts()
     hedge: Hedge | None = None
+    api_version: str | None = None  # azure: the api-version query value; None: the type's default
 
 
 class Token(msgspec.Struct, frozen=True, kw_only=True):

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 _CHANNEL_FIELDS = frozenset(
     {"name", "type", "base_url", "keys", "models", "model_map", "priority", "weight", "enabled"}
-    | {"groups", "rpm", "tpm", "timeouts", "hedge"}
+    | {"groups", "rpm", "tpm", "timeouts", "hedge", "api_version"}
 )
 _TOKEN_FIELDS = frozenset({"name", "models", "enabled", "expires_at", "group"})
 _USAGE_COLUMNS = tuple(f for f in UsageRecord.__struct_fields__)
@@ -61,6 +61,7 @@ def _channel(row: Any) -> Channel:
         tpm=m["tpm"],
         timeouts=msgspec.convert(m["timeouts"], Timeouts),
         hedge=msgspec.convert(m["hedge"], Hedge) if m["hedge"] is not None else None,
+        api_version=m["api_version"],
     )
 
 

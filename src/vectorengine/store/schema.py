@@ -35,6 +35,7 @@ channels = sa.Table(
     sa.Column("tpm", sa.Integer, nullable=True),
     sa.Column("timeouts", sa.JSON, nullable=False),
     sa.Column("hedge", sa.JSON, nullable=True),
+    sa.Column("api_version", sa.String(64), nullable=True),  # 0003
 )
 
 tokens = sa.Table(

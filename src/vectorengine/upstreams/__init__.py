@@ -1,1 +1,15 @@
-"""Upstream providers: one module per wire format, hosts described as data, one registry."""
+"""Upstreams: the registry of upstream types (data), one dialect per wire format, the transport."""
+
+from __future__ import annotations
+
+from vectorengine.store.records import Channel
+from vectorengine.upstreams.dialect import Dialect
+from vectorengine.upstreams.openai import OpenAIDialect
+from vectorengine.upstreams.registry import UPSTREAM_TYPES
+
+_DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect()}
+
+
+def dialect_for(channel: Channel) -> Dialect:
+    """How to speak to ``channel``'s upstream."""
+    return _DIALECTS[UPSTREAM_TYPES[channel.type].wire]

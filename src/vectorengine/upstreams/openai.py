@@ -1,20 +1,54 @@
-"""OpenAI-compatible upstreams: where to send a call and how to authenticate it."""
+"""The OpenAI dialect: OpenAI itself, Azure OpenAI and every OpenAI-compatible host.
+
+The hub format is OpenAI's, so requests and answers pass through; only the URL and the
+authentication differ between hosts (see the registry), and a streamed answer is observed
+for its usage on the way.
+"""
 
 from __future__ import annotations
 
-from vectorengine.protocol.openai import Endpoint
+from typing import Any
+from urllib.parse import quote
+
+from vectorengine.protocol import openai as wire
+from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import Channel
+from vectorengine.upstreams.dialect import UpstreamError, UpstreamRequest, auth_headers, base_url
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
 
-def target(
-    channel: Channel, key_index: int, endpoint: Endpoint, stream: bool
-) -> tuple[str, list[tuple[str, str]]]:
-    """URL and headers for one call to ``channel`` with its key number ``key_index``."""
-    utype = UPSTREAM_TYPES[channel.type]
-    headers = [("content-type", "application/json")]
-    if utype.auth == "bearer":
-        headers.append(("authorization", "Bearer " + channel.keys[key_index]))
-    if stream:
-        headers.append(("accept", "text/event-stream"))
-    return channel.base_url.rstrip("/") + endpoint.value, headers
+class OpenAIDialect:
+    def supports(self, endpoint: wire.Endpoint) -> bool:
+        return True
+
+    def request(
+        self, channel: Channel, key_index: int, call: wire.Call, upstream_model: str
+    ) -> UpstreamRequest:
+        utype = UPSTREAM_TYPES[channel.type]
+        headers = [("content-type", "application/json"), *auth_headers(utype, channel.keys[key_index])]
+        if call.stream:
+            headers.append(("accept", "text/event-stream"))
+        base = base_url(channel, utype)
+        if utype.urls == "azure":
+            version = channel.api_version or utype.api_version
+            url = f"{base}/openai/deployments/{quote(upstream_model, safe='')}{call.endpoint.value}"
+            url += f"?api-version={version}"
+        else:
+            url = base + call.endpoint.value
+        return UpstreamRequest(url, headers, wire.encode_upstream(call, upstream_model))
+
+    def answer(self, raw: bytes | memoryview) -> tuple[bytes | memoryview, Usage | None] | None:
+        obj, usage = wire.usage_from_body(raw)
+        return None if obj is None else (raw, usage)
+
+    def observer(self, call: wire.Call) -> wire.StreamObserver:
+        return wire.StreamObserver(strip_usage=not call.include_usage)
+
+    def leading_error(self, first: bytes | memoryview) -> dict[str, Any] | None:
+        return wire.leading_error(first)
+
+    def error(self, status: int, raw: bytes | memoryview) -> UpstreamError:
+        obj: Any = wire.usage_from_body(raw)[0] if raw else None
+        if wire.error_envelope(obj):
+            return UpstreamError(status, obj["error"], bytes(raw))
+        return UpstreamError(status, None, None)
