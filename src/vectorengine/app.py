@@ -70,7 +70,10 @@ class Gateway:
         self.snapshots = SnapshotHolder(self.store, s.snapshot_poll_s, group_map)
         await self.snapshots.load()
         self.usage = UsageWriter(
-            self.store, batch_size=s.usage.batch_size, flush_interval_s=s.usage.flush_interval_ms / 1000
+            self.store,
+            batch_size=s.usage.batch_size,
+            flush_interval_s=s.usage.flush_interval_ms / 1000,
+            max_pending=s.usage.max_pending,
         )
         self.usage.start()
         if self._transport is None:

@@ -51,7 +51,7 @@ async def probe_channel(
                         error = dialect.error(resp.status, raw).error or {}
                         detail = f"error: {error.get('message') or f'HTTP {resp.status}'}"
                     else:
-                        answered = dialect.answer(raw)
+                        answered = dialect.answer(call, raw)
                         detail = _summary(bytes(answered[0])) if answered else "response is not JSON"
                     results.append(ProbeResult(i, resp.status < 400, resp.status, ms, detail))
             except GatewayError as err:

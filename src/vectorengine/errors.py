@@ -46,6 +46,7 @@ class Kind(enum.StrEnum):
     NO_CAPACITY = "no_capacity"
     # gateway
     CLIENT_ABORTED = "client_aborted"  # not sent to anyone; recorded
+    OVERLOADED = "overloaded"  # the usage log is too far behind to take more requests
     INTERNAL = "internal"
 
 
@@ -79,6 +80,7 @@ _TABLE: dict[Kind, _Row] = {
     Kind.NO_CAPACITY: _Row(Fault.UPSTREAM, 503, "server_error", "no_capacity"),
     Kind.CLIENT_ABORTED: _Row(Fault.CALLER, 499, "invalid_request_error", "client_aborted"),
     Kind.INTERNAL: _Row(Fault.GATEWAY, 500, "server_error", "internal_error"),
+    Kind.OVERLOADED: _Row(Fault.GATEWAY, 503, "server_error", "overloaded"),
 }
 
 
@@ -120,3 +122,66 @@ class GatewayError(Exception):
         return orjson.dumps(
             {"error": {"message": self.message, "type": row.type, "param": self.param, "code": row.code}}
         )
+
+    def anthropic(self) -> tuple[int, bytes]:
+        """Status and body for an Anthropic client: ``{"type":"error","error":{type, message}}``.
+
+        An overloaded or unavailable upstream is 529 ``overloaded_error``, as Anthropic says it.
+        """
+        status = 529 if self.status == 503 else self.status
+        message = self._upstream_message() or self.message
+        body = {"type": "error", "error": {"type": _anthropic_type(status), "message": message}}
+        return status, orjson.dumps(body)
+
+    def gemini(self) -> tuple[int, bytes]:
+        """Status and body for a Gemini client: ``{"error":{code, message, status}}``."""
+        message = self._upstream_message() or self.message
+        body = {"error": {"code": self.status, "message": message, "status": _google_status(self.status)}}
+        return self.status, orjson.dumps(body)
+
+    def _upstream_message(self) -> str | None:
+        """The message of a passed-on OpenAI envelope (the provider's own words)."""
+        if self.passthrough is None:
+            return None
+        try:
+            obj = orjson.loads(self.passthrough)
+        except orjson.JSONDecodeError:
+            return None
+        error = obj.get("error") if isinstance(obj, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        return message if isinstance(message, str) and message else None
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _anthropic_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
+def _google_status(status: int) -> str:
+    return _GOOGLE_STATUSES.get(status, "FAILED_PRECONDITION" if status < 500 else "INTERNAL")

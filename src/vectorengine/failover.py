@@ -208,7 +208,7 @@ class Failover:
                 # A JSON answer's first byte comes with the whole of it: the client's own
                 # request timeout bounds the wait (no event-loop timer per request).
                 opened = await self._send_json(
-                    dialect, pick, att, url, headers, body, to.connect_s, min(first_byte_s, total_s)
+                    dialect, call, pick, att, url, headers, body, to.connect_s, min(first_byte_s, total_s)
                 )
         except TimeoutError:
             failed = self._failed(pick, att, ErrorClass.TIMEOUT, _late(first_byte_s))
@@ -243,6 +243,7 @@ class Failover:
     async def _send_json(
         self,
         dialect: Dialect,
+        call: wire.Call,
         pick: Pick,
         att: AttemptRecord,
         url: str,
@@ -256,7 +257,7 @@ class Failover:
         att.status = resp.status
         if resp.status >= 400:
             raise await self._status_failure(dialect, pick, att, resp)
-        answered = dialect.answer(await resp.read())
+        answered = dialect.answer(call, await resp.read())
         if answered is None:
             raise self._failed(
                 pick,
@@ -333,7 +334,7 @@ class Failover:
         ch = pick.candidate.channel
         self.pacer.observe(ch, pick.key_index, resp.header)
         headers = tuple((h, v) for h in _FORWARDED_ERROR_HEADERS if (v := resp.header(h)) is not None)
-        wait = retry_after_s(resp.header)
+        wait = info.retry_after_s if info.retry_after_s is not None else retry_after_s(resp.header)
         if wait is not None and not headers:
             headers = (("retry-after", f"{wait:g}"),)
         if resp.status in _CHANNEL_FAULT_STATUSES:

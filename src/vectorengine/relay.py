@@ -20,11 +20,12 @@ from typing import Protocol
 from vectorengine import auth
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.failover import Failover, Opened
+from vectorengine.ingress import OPENAI, Ingress
 from vectorengine.protocol import openai as wire
 from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import UsageRecord
 from vectorengine.store.snapshot import SnapshotHolder
-from vectorengine.upstreams import dialect_for
+from vectorengine.upstreams import dialect_for, wire_of
 
 ResponseHeaders = list[tuple[str, str]]
 
@@ -57,6 +58,9 @@ class Responder(Protocol):
 class UsageSink(Protocol):
     def put(self, record: UsageRecord) -> None: ...
 
+    @property
+    def backlogged(self) -> bool: ...
+
 
 @dataclass(slots=True)
 class Inbound:
@@ -64,11 +68,21 @@ class Inbound:
 
     endpoint: wire.Endpoint
     body: bytes
-    authorization: str | None
+    api_key: str | None
     request_id: str
     client_ip: str | None
     received_ms: int
     t0: float  # perf_counter at arrival
+    ingress: Ingress = OPENAI  # the client's protocol
+    path_model: str | None = None  # where the path names the model (Gemini)
+    path_stream: bool = False  # where the path says it streams (Gemini)
+
+
+_OVERLOADED = GatewayError(
+    Kind.OVERLOADED,
+    "The gateway is refusing requests until its usage log catches up with the database; retry shortly.",
+    headers=(("retry-after", "1"),),
+)
 
 
 class Relay:
@@ -81,6 +95,11 @@ class Relay:
         self._idle_s = idle_timeout_s
 
     async def handle(self, req: Inbound, out: Responder) -> None:
+        if self._usage.backlogged:  # refused before anything happens: nothing to record
+            status, body = req.ingress.error(_OVERLOADED)
+            headers = [*_base_headers(req), *_OVERLOADED.headers, ("content-type", "application/json")]
+            out.send(status, headers, body)
+            return
         rec = UsageRecord(
             request_id=req.request_id,
             created_at=req.received_ms,
@@ -92,7 +111,7 @@ class Relay:
         gone: _Gone | None = None
         try:
             snapshot = self._snapshots.current
-            token = auth.authenticate(snapshot, auth.bearer(req.authorization), req.received_ms)
+            token = auth.authenticate(snapshot, req.api_key, req.received_ms)
             rec.token_id = token.id
             call = _decode(req)
             rec.model, rec.stream = call.model, call.stream
@@ -116,14 +135,15 @@ class Relay:
                 started = True
                 await self._deliver_stream(req, call, opened, out, rec)
             else:
-                self._deliver_json(req, opened, out, rec)
+                self._deliver_json(req, call, opened, out, rec)
             self._failover.settle(opened, opened.usage)
         except GatewayError as err:
             rec.error_kind = err.kind.value
             if not started:  # else the client already has its status; the error went in-band
-                rec.status = err.status
+                status, body = req.ingress.error(err)
+                rec.status = status
                 headers = [*_base_headers(req), *err.headers, ("content-type", "application/json")]
-                out.send(err.status, headers, err.openai_body())
+                out.send(status, headers, body)
         except ClientGone:
             rec.status, rec.error_kind = 499, Kind.CLIENT_ABORTED.value
         except asyncio.CancelledError:
@@ -146,19 +166,23 @@ class Relay:
             rec.latency_ms = _ms_since(req.t0)
             self._usage.put(rec)
 
-    def _deliver_json(self, req: Inbound, opened: Opened, out: Responder, rec: UsageRecord) -> None:
+    def _deliver_json(
+        self, req: Inbound, call: wire.Call, opened: Opened, out: Responder, rec: UsageRecord
+    ) -> None:
         resp = opened.resp
         _apply_usage(rec, opened.usage)
         rec.status = resp.status
-        ctype = resp.header("content-type") or "application/json"
         assert opened.body is not None
-        out.send(resp.status, [*_base_headers(req), ("content-type", ctype)], bytes(opened.body))
+        body = req.ingress.answer(call, wire_of(opened.pick.candidate.channel), opened.body)
+        ctype = (resp.header("content-type") if body is opened.body else None) or "application/json"
+        out.send(resp.status, [*_base_headers(req), ("content-type", ctype)], bytes(body))
 
     async def _deliver_stream(
         self, req: Inbound, call: wire.Call, opened: Opened, out: Responder, rec: UsageRecord
     ) -> None:
         resp = opened.resp
-        observer = dialect_for(opened.pick.candidate.channel).observer(call)
+        channel = opened.pick.candidate.channel
+        observer = req.ingress.stream(call, wire_of(channel), dialect_for(channel).observer(call))
         headers = [
             *_base_headers(req),
             ("content-type", resp.header("content-type") or "text/event-stream; charset=utf-8"),
@@ -208,13 +232,12 @@ class Relay:
                 rec.error_kind = Kind.UPSTREAM_STATUS.value
             elif not observer.done:
                 rec.error_kind = Kind.UPSTREAM_STREAM_BROKEN.value
-                await send(
-                    _error_event(Kind.UPSTREAM_STREAM_BROKEN, "The upstream stream ended unexpectedly.")
-                )
+                broken = GatewayError(Kind.UPSTREAM_STREAM_BROKEN, "The upstream stream ended unexpectedly.")
+                await send(req.ingress.stream_error(broken))
         except GatewayError as err:
             # The status line is out: end the stream with an in-band error event, as OpenAI does.
             with suppress(*sink.gone):  # the client left too; the record keeps the upstream's fault
-                await send(b"data: " + err.openai_body() + b"\n\n")
+                await send(req.ingress.stream_error(err))
             raise
         except sink.gone as exc:
             raise ClientGone() from exc
@@ -250,7 +273,7 @@ class _Gone:
 
 def _decode(req: Inbound) -> wire.Call:
     try:
-        return wire.decode(req.endpoint, req.body)
+        return req.ingress.decode(req.endpoint, req.body, req.path_model, req.path_stream)
     except wire.DecodeError as exc:
         kind = Kind.INVALID_JSON if exc.bad_json else Kind.INVALID_REQUEST
         raise GatewayError(kind, str(exc), param=exc.param) from None
@@ -266,10 +289,6 @@ def _apply_usage(rec: UsageRecord, usage: Usage | None) -> None:
 
 def _base_headers(req: Inbound) -> ResponseHeaders:
     return [("x-request-id", req.request_id)]
-
-
-def _error_event(kind: Kind, message: str) -> bytes:
-    return b"data: " + GatewayError(kind, message).openai_body() + b"\n\n"
 
 
 def _ms_since(t0: float) -> float:

@@ -62,6 +62,9 @@ class UsageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 1000
     shutdown_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 15.0
+    # Records waiting for the database beyond which new requests are refused (503) rather than
+    # let memory grow without bound while the database is down or far behind.
+    max_pending: Annotated[int, msgspec.Meta(ge=1)] = 200_000
 
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]

@@ -256,3 +256,34 @@ def test_requests_do_not_wait_on_a_locked_postgres_table(sim: SimHandle, tmp_pat
             assert _count(gw) >= 40
         finally:
             gw.stop()
+
+
+def test_past_max_pending_records_new_requests_are_refused_and_none_is_lost(
+    sim: SimHandle, tmp_path: Path
+) -> None:
+    # The database is locked, so records pile up; at max_pending the gateway says 503 instead
+    # of letting memory grow without bound. Every answered request is still recorded.
+    gw = start_gateway(tmp_path, gateway_config(sim, usage={"flush_interval_ms": 50, "max_pending": 5}))
+    try:
+        db_path = gw.database.removeprefix("sqlite:///")
+        locker = sqlite3.connect(db_path, timeout=5, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        client = openai.OpenAI(base_url=gw.base_url, api_key=FULL_KEY, max_retries=0, timeout=5)
+        try:
+            for _ in range(5):
+                client.chat.completions.create(model="gpt-4o", messages=MSG)
+            with pytest.raises(openai.InternalServerError) as refused:
+                client.chat.completions.create(model="gpt-4o", messages=MSG)
+            assert refused.value.status_code == 503
+            assert refused.value.response.headers["retry-after"] == "1"
+            assert refused.value.body["code"] == "overloaded"  # type: ignore[index]
+        finally:
+            locker.execute("COMMIT")
+            locker.close()
+        deadline = time.monotonic() + 20
+        while _count(gw) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _count(gw) == 5
+        client.chat.completions.create(model="gpt-4o", messages=MSG)  # caught up: served again
+    finally:
+        gw.stop()

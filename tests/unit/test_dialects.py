@@ -81,4 +81,5 @@ def test_openai_error_envelopes_pass_on_and_others_do_not() -> None:
     assert info.error["code"] == "rate_limit_exceeded"
     html = d.error(502, b"<html>bad gateway</html>")
     assert html.error is None and html.envelope is None
-    assert d.answer(b"{not json") is None
+    call = wire.decode(wire.Endpoint.CHAT, CHAT)
+    assert d.answer(call, b"{not json") is None

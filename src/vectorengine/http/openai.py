@@ -1,13 +1,15 @@
-"""The OpenAI-compatible surface: relay endpoints and the model list."""
+"""The relay surface (OpenAI paths, Anthropic /v1/messages, Gemini /v1beta) and the model list."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from vectorengine import auth
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.http.rsgi import RSGIResponder, client_ip, read_body, send_error, send_json
+from vectorengine.ingress import OPENAI, Ingress
 from vectorengine.protocol.openai import Endpoint
 from vectorengine.relay import Inbound, Relay
 from vectorengine.routing.selection import RouteTable
@@ -21,25 +23,60 @@ RELAY_ROUTES: dict[str, Endpoint] = {
 
 
 async def relay_request(
-    relay: Relay, endpoint: Endpoint, scope: Any, protocol: Any, request_id: str, max_body: int
+    relay: Relay,
+    endpoint: Endpoint,
+    scope: Any,
+    protocol: Any,
+    request_id: str,
+    max_body: int,
+    ingress: Ingress = OPENAI,
+    path_model: str | None = None,
+    path_stream: bool = False,
 ) -> None:
+    """Hand a relay request over to the pipeline; ``ingress`` is the client's protocol."""
     t0 = time.perf_counter()
-    headers = scope.headers
     try:
         body = await read_body(scope, protocol, max_body)
     except GatewayError as err:
-        send_error(protocol, err, [("x-request-id", request_id)])
+        status, payload = ingress.error(err)
+        protocol.response_bytes(
+            status, [("x-request-id", request_id), ("content-type", "application/json")], payload
+        )
         return
     inbound = Inbound(
         endpoint=endpoint,
         body=body,
-        authorization=headers.get("authorization"),
+        api_key=api_key(ingress, scope),
         request_id=request_id,
         client_ip=client_ip(scope),
         received_ms=time.time_ns() // 1_000_000,
         t0=t0,
+        ingress=ingress,
+        path_model=path_model,
+        path_stream=path_stream,
     )
     await relay.handle(inbound, RSGIResponder(protocol))
+
+
+def api_key(ingress: Ingress, scope: Any) -> str | None:
+    """The caller's key where its protocol puts it: OpenAI ``Authorization: Bearer``; Anthropic
+    ``x-api-key`` (or bearer); Gemini ``x-goog-api-key`` or ``?key=`` (or bearer)."""
+    headers = scope.headers
+    if ingress.name == "anthropic":
+        key = headers.get("x-api-key")
+    elif ingress.name == "gemini":
+        key = headers.get("x-goog-api-key") or _query_key(scope.query_string)
+    else:
+        key = None
+    return key or auth.bearer(headers.get("authorization"))
+
+
+def _query_key(query: str) -> str | None:
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "key" and value:
+            return unquote(value)
+    return None
 
 
 def models(

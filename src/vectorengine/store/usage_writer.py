@@ -1,7 +1,9 @@
 """Usage records are queued in memory by the hot path and written in batches off it.
 
 ``put`` never blocks and never touches the database. A background task inserts batches;
-when the database is slow or locked, records stay queued and are retried with backoff.
+when the database is slow or locked, records stay queued and are retried with backoff. Past
+``max_pending`` queued records the gateway refuses new requests (``backlogged``) instead of
+growing without bound; nothing already answered is ever dropped.
 ``close`` drains the queue (used on SIGTERM/SIGINT) so a graceful shutdown loses nothing.
 """
 
@@ -20,12 +22,21 @@ log = logging.getLogger(__name__)
 
 
 class UsageWriter:
-    def __init__(self, store: Store, *, batch_size: int = 500, flush_interval_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.25,
+        max_pending: int = 200_000,
+    ) -> None:
         self._store = store
+        self._max_pending = max_pending
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._queue: collections.deque[UsageRecord] = collections.deque()
         self._wake = asyncio.Event()
+        self._writing = 0  # records in the batch being written
         self._task: asyncio.Task[None] | None = None
         self.written = 0
         self.failures = 0
@@ -37,7 +48,13 @@ class UsageWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Records not yet in the database: queued, or in the batch being written."""
+        return len(self._queue) + self._writing
+
+    @property
+    def backlogged(self) -> bool:
+        """So many records wait for the database that new requests should be refused."""
+        return len(self._queue) + self._writing >= self._max_pending
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
@@ -58,6 +75,7 @@ class UsageWriter:
     async def _write_batch(self) -> bool:
         n = min(len(self._queue), self._batch_size)
         batch = [self._queue.popleft() for _ in range(n)]
+        self._writing = n
         try:
             await self._store.insert_usage(batch)
         except asyncio.CancelledError:
@@ -68,6 +86,8 @@ class UsageWriter:
             self.failures += 1
             log.warning("writing %d usage records failed, will retry: %s", n, exc)
             return False
+        finally:
+            self._writing = 0
         self.written += n
         return True
 

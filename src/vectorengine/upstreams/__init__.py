@@ -13,3 +13,8 @@ _DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect()}
 def dialect_for(channel: Channel) -> Dialect:
     """How to speak to ``channel``'s upstream."""
     return _DIALECTS[UPSTREAM_TYPES[channel.type].wire]
+
+
+def wire_of(channel: Channel) -> str:
+    """The wire format ``channel``'s upstream speaks (``openai``, ``anthropic``, ``gemini``)."""
+    return UPSTREAM_TYPES[channel.type].wire

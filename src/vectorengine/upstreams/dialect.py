@@ -34,6 +34,7 @@ class UpstreamError:
     status: int
     error: dict[str, Any] | None  # the error object (message, type, code …), for classification
     envelope: bytes | None  # the OpenAI envelope to pass on; None: the gateway writes its own
+    retry_after_s: float | None = None  # a wait the body asks for (Gemini's RetryInfo)
 
 
 class StreamObserver(Protocol):
@@ -59,8 +60,11 @@ class Dialect(Protocol):
         cannot be expressed in the upstream's format."""
         ...
 
-    def answer(self, raw: bytes | memoryview) -> tuple[bytes | memoryview, Usage | None] | None:
-        """A JSON answer in the hub format with its usage; None when it is not a valid answer."""
+    def answer(
+        self, call: wire.Call, raw: bytes | memoryview
+    ) -> tuple[bytes | memoryview, Usage | None] | None:
+        """A JSON answer with its usage, in the hub format (in the client's own format when the
+        call passed through natively); None when it is not a valid answer."""
         ...
 
     def observer(self, call: wire.Call) -> StreamObserver: ...
@@ -80,3 +84,41 @@ def auth_headers(utype: UpstreamType, key: str) -> Headers:
     if utype.auth == "bearer":
         return [("authorization", "Bearer " + key), *utype.headers]
     return [(utype.auth, key), *utype.headers]
+
+
+class Watching:
+    """Passes a stream on as it is while a translator watches it (usage, errors, its end).
+
+    For calls passed through in the client's own protocol: the bytes are the client's, the
+    translator's output is thrown away.
+    """
+
+    __slots__ = ("_t",)
+
+    def __init__(self, translator: StreamObserver) -> None:
+        self._t = translator
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._t.usage
+
+    @property
+    def done(self) -> bool:
+        return self._t.done
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self._t.error
+
+    @property
+    def content_seen(self) -> bool:
+        return self._t.content_seen
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        raw = bytes(chunk)
+        self._t.feed(raw)
+        return raw
+
+    def tail(self) -> bytes:
+        self._t.tail()
+        return b""

@@ -37,7 +37,9 @@ class OpenAIDialect:
             url = base + call.endpoint.value
         return UpstreamRequest(url, headers, wire.encode_upstream(call, upstream_model))
 
-    def answer(self, raw: bytes | memoryview) -> tuple[bytes | memoryview, Usage | None] | None:
+    def answer(
+        self, call: wire.Call, raw: bytes | memoryview
+    ) -> tuple[bytes | memoryview, Usage | None] | None:
         obj, usage = wire.usage_from_body(raw)
         return None if obj is None else (raw, usage)
 

@@ -1,0 +1,108 @@
+"""Client protocols: how a request arrives, and how its answer and its errors must look.
+
+The relay works on hub calls (OpenAI chat completions and friends). An OpenAI client's
+request *is* a hub call. An Anthropic or Gemini client's request is translated into one on
+the way in, and the answer back on the way out — unless the upstream speaks the client's own
+protocol, in which case the client's bytes go through untouched (the dialect sees
+``call.protocol`` and ``call.native``) and nothing needs translating back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import orjson
+
+from vectorengine.errors import GatewayError
+from vectorengine.protocol import openai as wire
+from vectorengine.protocol.usage import Usage
+from vectorengine.upstreams.dialect import StreamObserver
+
+
+class Ingress(Protocol):
+    name: str
+
+    def decode(self, endpoint: wire.Endpoint, raw: bytes, model: str | None, stream: bool) -> wire.Call:
+        """The hub call for a request body (``model``/``stream`` when the path carries them)."""
+        ...
+
+    def error(self, err: GatewayError) -> tuple[int, bytes]: ...
+
+    def stream_error(self, err: GatewayError) -> bytes:
+        """An error after the stream has started, as an event of the client's protocol."""
+        ...
+
+    def answer(self, call: wire.Call, upstream_wire: str, body: bytes | memoryview) -> bytes | memoryview: ...
+
+    def stream(self, call: wire.Call, upstream_wire: str, upstream: StreamObserver) -> StreamObserver: ...
+
+
+class OpenAIIngress:
+    name = "openai"
+
+    def decode(self, endpoint: wire.Endpoint, raw: bytes, model: str | None, stream: bool) -> wire.Call:
+        return wire.decode(endpoint, raw)
+
+    def error(self, err: GatewayError) -> tuple[int, bytes]:
+        return err.status, err.openai_body()
+
+    def stream_error(self, err: GatewayError) -> bytes:
+        return b"data: " + err.openai_body() + b"\n\n"
+
+    def answer(self, call: wire.Call, upstream_wire: str, body: bytes | memoryview) -> bytes | memoryview:
+        return body
+
+    def stream(self, call: wire.Call, upstream_wire: str, upstream: StreamObserver) -> StreamObserver:
+        return upstream
+
+
+class Chained:
+    """The upstream's observer (its format → hub) followed by the client's (hub → its format).
+
+    Usage, errors and the end of the stream are what the upstream side saw; the client side
+    only rewrites the bytes.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, inner: StreamObserver, outer: StreamObserver) -> None:
+        self._inner = inner
+        self._outer = outer
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._inner.usage
+
+    @property
+    def done(self) -> bool:
+        return self._inner.done
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self._inner.error
+
+    @property
+    def content_seen(self) -> bool:
+        return self._inner.content_seen
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        hub = self._inner.feed(chunk)
+        return self._outer.feed(hub) if hub else b""
+
+    def tail(self) -> bytes:
+        hub = self._inner.tail()
+        out = self._outer.feed(hub) if hub else b""
+        return out + self._outer.tail()
+
+
+def json_object(raw: bytes) -> dict[str, object]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise wire.DecodeError(f"The request body is not valid JSON: {exc}", bad_json=True) from None
+    if not isinstance(body, dict):
+        raise wire.DecodeError("The request body must be a JSON object.", bad_json=True)
+    return body
+
+
+OPENAI = OpenAIIngress()
