@@ -26,9 +26,11 @@ def test_each_kind_in_each_envelope(kind: Kind, status: int, anthropic_type: str
     err = GatewayError(kind, "what went wrong")
     assert err.status == status
     a_status, a_body = err.anthropic()
-    parsed = ErrorResponse.model_validate(orjson.loads(a_body))  # the SDK's own model of it
-    assert a_status == status and parsed.error.type == anthropic_type
-    assert parsed.error.message == "what went wrong"
+    obj = orjson.loads(a_body)
+    assert a_status == status
+    assert obj == {"type": "error", "error": {"type": anthropic_type, "message": "what went wrong"}}
+    if anthropic_type != "request_too_large":  # documented by Anthropic (413) but not in the SDK's union
+        assert ErrorResponse.model_validate(obj).error.type == anthropic_type
     g_status, g_body = err.gemini()
     assert g_status == status
     assert orjson.loads(g_body) == {
