@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from vectorengine.store.records import Channel
+from vectorengine.upstreams.anthropic import AnthropicDialect
 from vectorengine.upstreams.dialect import Dialect
 from vectorengine.upstreams.openai import OpenAIDialect
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
-_DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect()}
+_DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect(), "anthropic": AnthropicDialect()}
 
 
 def dialect_for(channel: Channel) -> Dialect:

@@ -47,6 +47,15 @@ _TYPES = (
         api_version="2024-10-21",
         description="Azure OpenAI: base_url is the resource endpoint; models name deployments",
     ),
+    UpstreamType(
+        "anthropic",
+        "anthropic",
+        "x-api-key",
+        "https://api.anthropic.com",
+        urls="anthropic",
+        headers=(("anthropic-version", "2023-06-01"),),
+        description="Anthropic Messages API",
+    ),
     # OpenAI-compatible hosts: a base URL and, where they differ, their quirks.
     UpstreamType("deepseek", "openai", "bearer", "https://api.deepseek.com/v1", description="DeepSeek"),
     UpstreamType(

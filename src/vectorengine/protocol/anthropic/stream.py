@@ -1,0 +1,145 @@
+"""An Anthropic Messages SSE stream → an OpenAI chat completion SSE stream (protocols.md I.2).
+
+Event by event: ``message_start`` gives the role chunk; text, thinking and tool-use deltas
+become ``content``, ``reasoning_content`` and ``tool_calls`` deltas; ``message_delta`` carries
+the stop reason and the cumulative usage; ``message_stop`` ends the stream with the finish
+chunk, the usage chunk (only if the client asked for it) and ``[DONE]``. A tool call's
+``index`` is its ordinal among the message's tool calls, not Anthropic's content-block index
+(I.5.1); only its first fragment carries the id (I.5.2).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from vectorengine.protocol.anthropic.response import (
+    FINISH_REASONS,
+    chat_id,
+    openai_error,
+    openai_usage,
+    usage_from_anthropic,
+)
+from vectorengine.protocol.usage import Usage
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class MessagesToChatStream:
+    """Feed it Anthropic SSE bytes split anywhere; it returns OpenAI chat SSE bytes."""
+
+    def __init__(self, *, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.usage: Usage | None = None
+        self.done = False
+        self.error: dict[str, Any] | None = None
+        self.content_seen = False
+        self._buf = b""
+        self._id = "chatcmpl-"
+        self._model: Any = None
+        self._created = int(time.time())
+        self._finish = "stop"
+        self._raw_usage: dict[str, Any] = {}
+        self._tools: dict[int, int] = {}  # content-block index → tool-call ordinal
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        data = self._buf + bytes(chunk)
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._buf = data
+            return b""
+        self._buf = data[end + 2 :]
+        out = [self._event(block) for block in data[:end].split(b"\n\n") if block.strip()]
+        return b"".join(out)
+
+    def tail(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return self._event(rest) if rest.strip() else b""
+
+    # -- one event ------------------------------------------------------------------------------
+
+    def _event(self, block: bytes) -> bytes:
+        payload = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
+        if not payload:
+            return b""
+        try:
+            ev = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return b""
+        kind = ev.get("type") if isinstance(ev, dict) else None
+        if kind == "content_block_delta":
+            return self._delta(ev)
+        if kind == "message_start":
+            msg = ev.get("message") or {}
+            self._id, self._model = chat_id(msg.get("id")), msg.get("model")
+            self._raw_usage.update(msg.get("usage") or {})
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block_ = ev.get("content_block") or {}
+            if block_.get("type") == "tool_use":
+                k = self._tools[int(ev.get("index", 0))] = len(self._tools)
+                self.content_seen = True
+                call = {"index": k, "id": block_.get("id"), "type": "function",
+                        "function": {"name": block_.get("name"), "arguments": ""}}  # fmt: skip
+                return self._chunk({"tool_calls": [call]})
+            if block_.get("type") == "text" and block_.get("text"):
+                self.content_seen = True
+                return self._chunk({"content": block_["text"]})
+            return b""
+        if kind == "message_delta":
+            reason = (ev.get("delta") or {}).get("stop_reason")
+            if reason:
+                self._finish = FINISH_REASONS.get(reason, "stop")
+            self._raw_usage.update({k: v for k, v in (ev.get("usage") or {}).items() if v is not None})
+            return b""
+        if kind == "message_stop":
+            return self._end()
+        if kind == "error":
+            self.error = openai_error(ev.get("error") or {})
+            return b"data: " + orjson.dumps({"error": self.error}) + b"\n\n"
+        return b""  # ping, content_block_stop, and event types added later
+
+    def _delta(self, ev: dict[str, Any]) -> bytes:
+        delta = ev.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            self.content_seen = True
+            return self._chunk({"content": delta["text"]})
+        if kind == "thinking_delta" and delta.get("thinking"):
+            self.content_seen = True
+            return self._chunk({"reasoning_content": delta["thinking"]})
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            k = self._tools.get(int(ev.get("index", 0)))
+            if k is not None:
+                return self._chunk(
+                    {"tool_calls": [{"index": k, "function": {"arguments": delta["partial_json"]}}]}
+                )
+        return b""  # signature deltas and empty fragments
+
+    def _end(self) -> bytes:
+        self.done = True
+        self.usage = usage = usage_from_anthropic(self._raw_usage)
+        finish = "tool_calls" if self._tools else self._finish
+        out = [self._chunk({}, finish)]
+        if self.include_usage:
+            tail = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                    "model": self._model, "choices": [], "usage": openai_usage(usage)}  # fmt: skip
+            out.append(b"data: " + orjson.dumps(tail) + b"\n\n")
+        out.append(_DONE)
+        return b"".join(out)
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        obj: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            obj["usage"] = None
+        return b"data: " + orjson.dumps(obj) + b"\n\n"

@@ -1,0 +1,74 @@
+"""The Anthropic dialect: the Messages API (``POST /v1/messages``).
+
+Hub calls are translated: OpenAI chat → Messages on the way out, Messages JSON and SSE →
+OpenAI chat completions on the way back (``protocol/anthropic``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from vectorengine.protocol import anthropic
+from vectorengine.protocol import openai as wire
+from vectorengine.protocol.usage import Usage
+from vectorengine.store.records import Channel
+from vectorengine.upstreams.dialect import (
+    StreamObserver,
+    UpstreamError,
+    UpstreamRequest,
+    auth_headers,
+    base_url,
+)
+from vectorengine.upstreams.registry import UPSTREAM_TYPES
+
+DEFAULT_MAX_TOKENS = 4096  # Messages requires max_tokens; OpenAI clients often leave it out
+
+
+class AnthropicDialect:
+    def supports(self, endpoint: wire.Endpoint) -> bool:
+        return endpoint is wire.Endpoint.CHAT
+
+    def request(
+        self, channel: Channel, key_index: int, call: wire.Call, upstream_model: str
+    ) -> UpstreamRequest:
+        utype = UPSTREAM_TYPES[channel.type]
+        headers = [("content-type", "application/json"), *auth_headers(utype, channel.keys[key_index])]
+        if call.stream:
+            headers.append(("accept", "text/event-stream"))
+        try:
+            translated = anthropic.chat_to_messages(
+                call.body, upstream_model, stream=call.stream, default_max_tokens=DEFAULT_MAX_TOKENS
+            )
+        except anthropic.TranslationError as exc:
+            raise wire.DecodeError(exc.message, exc.param) from None
+        body = orjson.dumps(translated)
+        return UpstreamRequest(base_url(channel, utype) + "/v1/messages", headers, body)
+
+    def answer(
+        self, call: wire.Call, raw: bytes | memoryview
+    ) -> tuple[bytes | memoryview, Usage | None] | None:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict) or obj.get("type") != "message":
+            return None
+        usage = anthropic.usage_from_anthropic(obj.get("usage") or {})
+        return orjson.dumps(anthropic.message_to_chat(obj)), usage
+
+    def observer(self, call: wire.Call) -> StreamObserver:
+        return anthropic.MessagesToChatStream(include_usage=call.include_usage)
+
+    def leading_error(self, first: bytes | memoryview) -> dict[str, Any] | None:
+        return anthropic.leading_error(first)
+
+    def error(self, status: int, raw: bytes | memoryview) -> UpstreamError:
+        client_status, envelope = anthropic.openai_error_from_anthropic(status, bytes(raw))
+        try:
+            obj = orjson.loads(envelope)
+        except orjson.JSONDecodeError:
+            return UpstreamError(client_status, None, None)
+        error = obj.get("error") if isinstance(obj, dict) else None
+        return UpstreamError(client_status, error if isinstance(error, dict) else None, envelope)
