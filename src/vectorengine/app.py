@@ -19,7 +19,9 @@ from vectorengine.failover import Failover
 from vectorengine.http import openai as openai_http
 from vectorengine.http.admin_api import AdminAPI
 from vectorengine.http.rsgi import send_error, send_json
+from vectorengine.ingress.anthropic import ANTHROPIC
 from vectorengine.keys import ADMIN_KEY_META, hash_key
+from vectorengine.protocol.openai import Endpoint
 from vectorengine.relay import Relay
 from vectorengine.routing.health import HealthBoard
 from vectorengine.routing.pacing import Pacer
@@ -168,6 +170,13 @@ class Gateway:
                 return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use POST for {path}.")
             await openai_http.relay_request(
                 self.relay, endpoint, scope, protocol, request_id, self.settings.max_body_bytes
+            )
+        elif path == "/v1/messages":
+            if scope.method != "POST":
+                return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use POST for {path}.")
+            limit = self.settings.max_body_bytes
+            await openai_http.relay_request(
+                self.relay, Endpoint.CHAT, scope, protocol, request_id, limit, ANTHROPIC
             )
         elif path == "/v1/models" or path.startswith("/v1/models/"):
             if scope.method != "GET":

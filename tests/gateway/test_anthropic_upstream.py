@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import anthropic
 import openai
 import pytest
 
@@ -177,3 +178,46 @@ def test_what_anthropic_cannot_express_is_a_400_naming_the_parameter(gw: Gateway
         client(gw).chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}], n=2)
     assert err.value.body["param"] == "n"  # type: ignore[index]
     assert len(_Upstream.seen) == before  # never sent
+
+
+# -- Anthropic clients on an Anthropic channel: passed through as they are ---------------------------
+
+
+def anthropic_client(gw: GatewayProcess) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0, timeout=20)
+
+
+def test_anthropic_clients_pass_through_untouched(gw: GatewayProcess) -> None:
+    cached = {"type": "text", "text": "Long context", "cache_control": {"type": "ephemeral"}}
+    thought = {"type": "thinking", "thinking": "Hmm.", "signature": "c2lnbmF0dXJl"}
+    history = [
+        {"role": "user", "content": [cached]},
+        {"role": "assistant", "content": [thought, {"type": "text", "text": "Yes?"}]},
+        {"role": "user", "content": "Go on"},
+    ]
+    msg = anthropic_client(gw).messages.create(
+        model="claude", max_tokens=64, messages=history, extra_body={"context_management": {"edits": []}}
+    )
+    assert msg.content[0].type == "text" and msg.content[0].text == "Hello from Claude."
+    assert msg.model == "claude-sonnet-4-20250514"  # the upstream's own answer, untranslated
+    assert msg.usage.cache_read_input_tokens == 30
+    headers, body = _Upstream.seen[-1]
+    # The client's request, field for field: cache_control, the thinking signature and fields the
+    # gateway does not know survive; only the model name is mapped.
+    assert body["messages"] == history and body["context_management"] == {"edits": []}
+    assert body["model"] == "claude-sonnet-4-20250514" and headers["x-api-key"] == UPSTREAM_KEY
+
+
+def test_anthropic_client_stream_passes_through(gw: GatewayProcess) -> None:
+    events = _fixture_events("basic_response.txt")
+    sent_text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    with anthropic_client(gw).messages.stream(
+        model="claude", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == sent_text and final.id == events[0]["message"]["id"]  # the upstream's own message
+    assert (
+        final.usage.output_tokens
+        == next(e for e in events if e["type"] == "message_delta")["usage"]["output_tokens"]
+    )

@@ -9,10 +9,13 @@ through untouched when the upstream speaks the client's protocol.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from vectorengine.errors import GatewayError
 from vectorengine.protocol import openai as wire
+from vectorengine.protocol.usage import Usage
 from vectorengine.upstreams.dialect import StreamObserver
 
 
@@ -51,6 +54,55 @@ class OpenAIIngress:
 
     def stream(self, call: wire.Call, upstream_wire: str, upstream: StreamObserver) -> StreamObserver:
         return upstream
+
+
+class Chained:
+    """The upstream's observer (its format → hub) followed by the client's (hub → its format).
+
+    Usage, errors and the end of the stream are what the upstream side saw; the client side
+    only rewrites the bytes.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, inner: StreamObserver, outer: StreamObserver) -> None:
+        self._inner = inner
+        self._outer = outer
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._inner.usage
+
+    @property
+    def done(self) -> bool:
+        return self._inner.done
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self._inner.error
+
+    @property
+    def content_seen(self) -> bool:
+        return self._inner.content_seen
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        hub = self._inner.feed(chunk)
+        return self._outer.feed(hub) if hub else b""
+
+    def tail(self) -> bytes:
+        hub = self._inner.tail()
+        out = self._outer.feed(hub) if hub else b""
+        return out + self._outer.tail()
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise wire.DecodeError(f"The request body is not valid JSON: {exc}", bad_json=True) from None
+    if not isinstance(body, dict):
+        raise wire.DecodeError("The request body must be a JSON object.", bad_json=True)
+    return body
 
 
 OPENAI = OpenAIIngress()

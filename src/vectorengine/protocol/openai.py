@@ -54,6 +54,10 @@ class Call:
     include_usage: bool  # the client asked for the streamed usage chunk
     body: dict[str, Any]
     raw: bytes
+    # The client's protocol, and its own request bytes when that is not OpenAI's: an upstream
+    # that speaks the client's protocol gets them as they are.
+    protocol: str = "openai"
+    native: bytes | None = None
 
 
 def decode(endpoint: Endpoint, raw: bytes) -> Call:

@@ -1,7 +1,9 @@
 """The Anthropic dialect: the Messages API (``POST /v1/messages``).
 
 Hub calls are translated: OpenAI chat → Messages on the way out, Messages JSON and SSE →
-OpenAI chat completions on the way back (``protocol/anthropic``).
+OpenAI chat completions on the way back (``protocol/anthropic``). A call from an Anthropic
+client goes through as the client sent it (only the model name is mapped), and its answers
+come back untouched, watched for usage: thinking signatures, cache_control and betas survive.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from vectorengine.upstreams.dialect import (
     StreamObserver,
     UpstreamError,
     UpstreamRequest,
+    Watching,
     auth_headers,
     base_url,
 )
@@ -37,6 +40,11 @@ class AnthropicDialect:
         headers = [("content-type", "application/json"), *auth_headers(utype, channel.keys[key_index])]
         if call.stream:
             headers.append(("accept", "text/event-stream"))
+        if call.protocol == "anthropic" and call.native is not None:
+            body = call.native
+            if upstream_model != call.model:
+                body = orjson.dumps({**orjson.loads(body), "model": upstream_model})
+            return UpstreamRequest(base_url(channel, utype) + "/v1/messages", headers, body)
         try:
             translated = anthropic.chat_to_messages(
                 call.body, upstream_model, stream=call.stream, default_max_tokens=DEFAULT_MAX_TOKENS
@@ -56,10 +64,13 @@ class AnthropicDialect:
         if not isinstance(obj, dict) or obj.get("type") != "message":
             return None
         usage = anthropic.usage_from_anthropic(obj.get("usage") or {})
+        if call.protocol == "anthropic":
+            return raw, usage
         return orjson.dumps(anthropic.message_to_chat(obj)), usage
 
     def observer(self, call: wire.Call) -> StreamObserver:
-        return anthropic.MessagesToChatStream(include_usage=call.include_usage)
+        translator = anthropic.MessagesToChatStream(include_usage=call.include_usage)
+        return Watching(translator) if call.protocol == "anthropic" else translator
 
     def leading_error(self, first: bytes | memoryview) -> dict[str, Any] | None:
         return anthropic.leading_error(first)

@@ -40,10 +40,17 @@ class UpstreamError:
 class StreamObserver(Protocol):
     """Reads an upstream SSE stream and yields the hub's (OpenAI chat) SSE bytes."""
 
-    usage: Usage | None
-    done: bool
-    error: dict[str, Any] | None
-    content_seen: bool
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+
+    @property
+    def content_seen(self) -> bool: ...
 
     def feed(self, chunk: bytes | memoryview) -> bytes: ...
 
@@ -84,3 +91,41 @@ def auth_headers(utype: UpstreamType, key: str) -> Headers:
     if utype.auth == "bearer":
         return [("authorization", "Bearer " + key), *utype.headers]
     return [(utype.auth, key), *utype.headers]
+
+
+class Watching:
+    """Passes a stream on as it is while a translator watches it (usage, errors, its end).
+
+    For calls passed through in the client's own protocol: the bytes are the client's, the
+    translator's output is thrown away.
+    """
+
+    __slots__ = ("_t",)
+
+    def __init__(self, translator: StreamObserver) -> None:
+        self._t = translator
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._t.usage
+
+    @property
+    def done(self) -> bool:
+        return self._t.done
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self._t.error
+
+    @property
+    def content_seen(self) -> bool:
+        return self._t.content_seen
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        raw = bytes(chunk)
+        self._t.feed(raw)
+        return raw
+
+    def tail(self) -> bytes:
+        self._t.tail()
+        return b""
