@@ -330,14 +330,14 @@ class Failover:
             raw = b""
         info = dialect.error(resp.status, raw)
         error_obj = info.error
-        cls = classify_status(resp.status, error_obj)
+        cls = classify_status(info.status, error_obj)  # the status as the dialect reads it
         ch = pick.candidate.channel
         self.pacer.observe(ch, pick.key_index, resp.header)
         headers = tuple((h, v) for h in _FORWARDED_ERROR_HEADERS if (v := resp.header(h)) is not None)
         wait = info.retry_after_s if info.retry_after_s is not None else retry_after_s(resp.header)
         if wait is not None and not headers:
             headers = (("retry-after", f"{wait:g}"),)
-        if resp.status in _CHANNEL_FAULT_STATUSES:
+        if info.status in _CHANNEL_FAULT_STATUSES:
             err = GatewayError(
                 Kind.UPSTREAM_STATUS,
                 f"The upstream provider refused the channel's credentials (HTTP {resp.status}).",

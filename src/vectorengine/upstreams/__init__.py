@@ -5,10 +5,15 @@ from __future__ import annotations
 from vectorengine.store.records import Channel
 from vectorengine.upstreams.anthropic import AnthropicDialect
 from vectorengine.upstreams.dialect import Dialect
+from vectorengine.upstreams.gemini import GeminiDialect
 from vectorengine.upstreams.openai import OpenAIDialect
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
-_DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect(), "anthropic": AnthropicDialect()}
+_DIALECTS: dict[str, Dialect] = {
+    "openai": OpenAIDialect(),
+    "anthropic": AnthropicDialect(),
+    "gemini": GeminiDialect(),
+}
 
 
 def dialect_for(channel: Channel) -> Dialect:

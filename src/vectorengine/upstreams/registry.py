@@ -56,6 +56,14 @@ _TYPES = (
         headers=(("anthropic-version", "2023-06-01"),),
         description="Anthropic Messages API",
     ),
+    UpstreamType(
+        "gemini",
+        "gemini",
+        "x-goog-api-key",
+        "https://generativelanguage.googleapis.com",
+        urls="gemini",
+        description="Google Gemini API (v1beta generateContent)",
+    ),
     # OpenAI-compatible hosts: a base URL and, where they differ, their quirks.
     UpstreamType("deepseek", "openai", "bearer", "https://api.deepseek.com/v1", description="DeepSeek"),
     UpstreamType(

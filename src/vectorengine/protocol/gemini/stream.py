@@ -1,0 +1,114 @@
+"""A Gemini ``streamGenerateContent?alt=sse`` stream → an OpenAI chat completion SSE stream.
+
+Each Gemini chunk is a whole ``GenerateContentResponse``: its text parts become ``content``
+deltas, thought parts ``reasoning_content``, function calls whole tool calls (with minted ids
+and an ``index`` — I.5.1, I.5.9). ``usageMetadata`` is cumulative: the last one counts, never
+the sum (I.5.5). Gemini ends a stream by closing it, so the finish chunk, the usage chunk (when
+asked for) and ``[DONE]`` are written by ``tail`` once a finish reason has been seen.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from vectorengine.protocol.gemini.response import (
+    finish_reason,
+    openai_error,
+    openai_usage,
+    split_parts,
+    usage_from_gemini,
+)
+from vectorengine.protocol.usage import Usage
+
+
+class GenerateToChatStream:
+    def __init__(self, *, model: str, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.usage: Usage | None = None
+        self.done = False
+        self.error: dict[str, Any] | None = None
+        self.content_seen = False
+        self._model = model
+        self._id = "chatcmpl-" + secrets.token_hex(12)
+        self._created = int(time.time())
+        self._buf = b""
+        self._started = False
+        self._tools = 0
+        self._finish: str | None = None
+
+    def feed(self, chunk: bytes | memoryview) -> bytes:
+        data = self._buf + bytes(chunk)
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._buf = data
+            return b""
+        self._buf = data[end + 2 :]
+        return b"".join(self._event(block) for block in data[:end].split(b"\n\n") if block.strip())
+
+    def tail(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        out = self._event(rest) if rest.strip() else b""
+        if self._finish is None or self.error is not None:
+            return out  # cut off before a finish reason: the relay reports a broken stream
+        self.done = True
+        finish = "tool_calls" if self._tools else self._finish
+        out += self._chunk({}, finish)
+        if self.include_usage:
+            usage = openai_usage(self.usage or Usage())
+            tail = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                    "model": self._model, "choices": [], "usage": usage}  # fmt: skip
+            out += b"data: " + orjson.dumps(tail) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    def _event(self, block: bytes) -> bytes:
+        payload = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return b""
+        if not isinstance(obj, dict):
+            return b""
+        if isinstance(obj.get("error"), dict):
+            self.error = openai_error(obj["error"])
+            return b"data: " + orjson.dumps({"error": self.error}) + b"\n\n"
+        if isinstance(obj.get("usageMetadata"), dict):
+            self.usage = usage_from_gemini(obj["usageMetadata"])
+        if obj.get("modelVersion"):
+            self._model = obj["modelVersion"]
+        out = []
+        if not self._started:
+            self._started = True
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+        for cand in obj.get("candidates") or []:
+            text, thoughts, calls = split_parts((cand.get("content") or {}).get("parts") or [])
+            if thoughts:
+                out.append(self._chunk({"reasoning_content": thoughts}))
+            if text:
+                out.append(self._chunk({"content": text}))
+            if calls:
+                indexed = [{"index": self._tools + k, **c} for k, c in enumerate(calls)]
+                self._tools += len(calls)
+                out.append(self._chunk({"tool_calls": indexed}))
+            self.content_seen = self.content_seen or bool(thoughts or text or calls)
+            self._finish = finish_reason(cand.get("finishReason")) or self._finish
+        if not obj.get("candidates") and (obj.get("promptFeedback") or {}).get("blockReason"):
+            self._finish = "content_filter"
+        return b"".join(out)
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        obj: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            obj["usage"] = None
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
