@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from vectorengine.protocol.usage import Usage
+from vectorengine.protocol.usage import Usage, to_openai
 
 
 class Endpoint(enum.Enum):
@@ -273,3 +273,40 @@ def leading_error(chunk: bytes | memoryview) -> dict[str, Any] | None:
         error: dict[str, Any] = obj["error"]
         return error
     return {"message": "The upstream stream began with an error event."}
+
+
+class ChunkWriter:
+    """Writes OpenAI chat completion chunks for a stream translated from another format.
+
+    With ``include_usage`` every chunk carries ``"usage": null`` and :meth:`usage_chunk` is the
+    ``choices: []`` chunk OpenAI sends last, as OpenAI does when the client asked for usage.
+    """
+
+    __slots__ = ("created", "id", "include_usage", "model")
+    DONE = b"data: [DONE]\n\n"
+
+    def __init__(self, *, id: str, created: int, model: Any, include_usage: bool) -> None:
+        self.id = id
+        self.created = created
+        self.model = model
+        self.include_usage = include_usage
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        obj = self._object([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
+        if self.include_usage:
+            obj["usage"] = None
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def usage_chunk(self, usage: Usage) -> bytes:
+        obj = self._object([])
+        obj["usage"] = to_openai(usage)
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def _object(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }

@@ -21,8 +21,8 @@ from vectorengine.upstreams.dialect import (
     UpstreamError,
     UpstreamRequest,
     Watching,
-    auth_headers,
     base_url,
+    request_headers,
 )
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
@@ -37,9 +37,7 @@ class AnthropicDialect:
         self, channel: Channel, key_index: int, call: wire.Call, upstream_model: str
     ) -> UpstreamRequest:
         utype = UPSTREAM_TYPES[channel.type]
-        headers = [("content-type", "application/json"), *auth_headers(utype, channel.keys[key_index])]
-        if call.stream:
-            headers.append(("accept", "text/event-stream"))
+        headers = request_headers(utype, channel.keys[key_index], call.stream)
         if call.protocol == "anthropic" and call.native is not None:
             body = call.native
             if upstream_model != call.model:

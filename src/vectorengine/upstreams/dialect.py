@@ -87,6 +87,14 @@ def base_url(channel: Channel, utype: UpstreamType) -> str:
     return (channel.base_url or utype.default_base_url or "").rstrip("/")
 
 
+def request_headers(utype: UpstreamType, key: str, stream: bool) -> Headers:
+    """JSON in, the key where the upstream type wants it, and SSE accepted when streaming."""
+    headers = [("content-type", "application/json"), *auth_headers(utype, key)]
+    if stream:
+        headers.append(("accept", "text/event-stream"))
+    return headers
+
+
 def auth_headers(utype: UpstreamType, key: str) -> Headers:
     if utype.auth == "bearer":
         return [("authorization", "Bearer " + key), *utype.headers]

@@ -20,8 +20,8 @@ from vectorengine.upstreams.dialect import (
     StreamObserver,
     UpstreamError,
     UpstreamRequest,
-    auth_headers,
     base_url,
+    request_headers,
 )
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
@@ -34,7 +34,7 @@ class GeminiDialect:
         self, channel: Channel, key_index: int, call: wire.Call, upstream_model: str
     ) -> UpstreamRequest:
         utype = UPSTREAM_TYPES[channel.type]
-        headers = [("content-type", "application/json"), *auth_headers(utype, channel.keys[key_index])]
+        headers = request_headers(utype, channel.keys[key_index], call.stream)
         model = quote(upstream_model.removeprefix("models/"), safe="")
         url = base_url(channel, utype) + f"/v1beta/models/{model}:"
         url += "streamGenerateContent?alt=sse" if call.stream else "generateContent"

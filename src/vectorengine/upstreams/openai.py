@@ -13,7 +13,7 @@ from urllib.parse import quote
 from vectorengine.protocol import openai as wire
 from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import Channel
-from vectorengine.upstreams.dialect import UpstreamError, UpstreamRequest, auth_headers, base_url
+from vectorengine.upstreams.dialect import UpstreamError, UpstreamRequest, base_url, request_headers
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
 
@@ -25,9 +25,7 @@ class OpenAIDialect:
         self, channel: Channel, key_index: int, call: wire.Call, upstream_model: str
     ) -> UpstreamRequest:
         utype = UPSTREAM_TYPES[channel.type]
-        headers = [("content-type", "application/json"), *auth_headers(utype, channel.keys[key_index])]
-        if call.stream:
-            headers.append(("accept", "text/event-stream"))
+        headers = request_headers(utype, channel.keys[key_index], call.stream)
         base = base_url(channel, utype)
         if utype.urls == "azure":
             version = channel.api_version or utype.api_version

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from vectorengine.protocol.usage import Usage
+from vectorengine.protocol.usage import Usage, to_openai
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -45,16 +45,6 @@ def usage_from_anthropic(u: dict[str, Any]) -> Usage:
     )
 
 
-def openai_usage(u: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    }
-
-
 def chat_id(message_id: Any) -> str:
     return "chatcmpl-" + str(message_id or "").removeprefix("msg_")
 
@@ -83,7 +73,7 @@ def message_to_chat(obj: dict[str, Any]) -> dict[str, Any]:
         "created": int(time.time()),
         "model": obj.get("model"),
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": openai_usage(usage_from_anthropic(obj.get("usage") or {})),
+        "usage": to_openai(usage_from_anthropic(obj.get("usage") or {})),
     }
 
 

@@ -19,27 +19,24 @@ from vectorengine.protocol.anthropic.response import (
     FINISH_REASONS,
     chat_id,
     openai_error,
-    openai_usage,
     usage_from_anthropic,
 )
+from vectorengine.protocol.openai import ChunkWriter
 from vectorengine.protocol.usage import Usage
-
-_DONE = b"data: [DONE]\n\n"
 
 
 class MessagesToChatStream:
     """Feed it Anthropic SSE bytes split anywhere; it returns OpenAI chat SSE bytes."""
 
     def __init__(self, *, include_usage: bool) -> None:
-        self.include_usage = include_usage
         self.usage: Usage | None = None
         self.done = False
         self.error: dict[str, Any] | None = None
         self.content_seen = False
         self._buf = b""
-        self._id = "chatcmpl-"
-        self._model: Any = None
-        self._created = int(time.time())
+        self._out = ChunkWriter(
+            id="chatcmpl-", created=int(time.time()), model=None, include_usage=include_usage
+        )
         self._finish = "stop"
         self._raw_usage: dict[str, Any] = {}
         self._tools: dict[int, int] = {}  # content-block index → tool-call ordinal
@@ -75,9 +72,9 @@ class MessagesToChatStream:
             return self._delta(ev)
         if kind == "message_start":
             msg = ev.get("message") or {}
-            self._id, self._model = chat_id(msg.get("id")), msg.get("model")
+            self._out.id, self._out.model = chat_id(msg.get("id")), msg.get("model")
             self._raw_usage.update(msg.get("usage") or {})
-            return self._chunk({"role": "assistant", "content": ""})
+            return self._out.chunk({"role": "assistant", "content": ""})
         if kind == "content_block_start":
             block_ = ev.get("content_block") or {}
             if block_.get("type") == "tool_use":
@@ -85,10 +82,10 @@ class MessagesToChatStream:
                 self.content_seen = True
                 call = {"index": k, "id": block_.get("id"), "type": "function",
                         "function": {"name": block_.get("name"), "arguments": ""}}  # fmt: skip
-                return self._chunk({"tool_calls": [call]})
+                return self._out.chunk({"tool_calls": [call]})
             if block_.get("type") == "text" and block_.get("text"):
                 self.content_seen = True
-                return self._chunk({"content": block_["text"]})
+                return self._out.chunk({"content": block_["text"]})
             return b""
         if kind == "message_delta":
             reason = (ev.get("delta") or {}).get("stop_reason")
@@ -108,14 +105,14 @@ class MessagesToChatStream:
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             self.content_seen = True
-            return self._chunk({"content": delta["text"]})
+            return self._out.chunk({"content": delta["text"]})
         if kind == "thinking_delta" and delta.get("thinking"):
             self.content_seen = True
-            return self._chunk({"reasoning_content": delta["thinking"]})
+            return self._out.chunk({"reasoning_content": delta["thinking"]})
         if kind == "input_json_delta" and delta.get("partial_json"):
             k = self._tools.get(int(ev.get("index", 0)))
             if k is not None:
-                return self._chunk(
+                return self._out.chunk(
                     {"tool_calls": [{"index": k, "function": {"arguments": delta["partial_json"]}}]}
                 )
         return b""  # signature deltas and empty fragments
@@ -124,22 +121,8 @@ class MessagesToChatStream:
         self.done = True
         self.usage = usage = usage_from_anthropic(self._raw_usage)
         finish = "tool_calls" if self._tools else self._finish
-        out = [self._chunk({}, finish)]
-        if self.include_usage:
-            tail = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                    "model": self._model, "choices": [], "usage": openai_usage(usage)}  # fmt: skip
-            out.append(b"data: " + orjson.dumps(tail) + b"\n\n")
-        out.append(_DONE)
+        out = [self._out.chunk({}, finish)]
+        if self._out.include_usage:
+            out.append(self._out.usage_chunk(usage))
+        out.append(ChunkWriter.DONE)
         return b"".join(out)
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        obj: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if self.include_usage:
-            obj["usage"] = None
-        return b"data: " + orjson.dumps(obj) + b"\n\n"

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from vectorengine.protocol.gemini.request import THOUGHT_MARK
-from vectorengine.protocol.usage import Usage
+from vectorengine.protocol.usage import Usage, to_openai
 
 _FILTERED = frozenset(
     {"SAFETY", "RECITATION", "LANGUAGE", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -50,16 +50,6 @@ def usage_from_gemini(meta: dict[str, Any]) -> Usage:
         cached_tokens=_int(meta.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
     )
-
-
-def openai_usage(u: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    }
 
 
 def tool_call(part: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +100,7 @@ def generate_response_to_chat(obj: dict[str, Any], *, model: str) -> dict[str, A
         "created": int(time.time()),
         "model": obj.get("modelVersion") or model,
         "choices": choices,
-        "usage": openai_usage(usage_from_gemini(obj.get("usageMetadata") or {})),
+        "usage": to_openai(usage_from_gemini(obj.get("usageMetadata") or {})),
     }
 
 

@@ -18,23 +18,25 @@ import orjson
 from vectorengine.protocol.gemini.response import (
     finish_reason,
     openai_error,
-    openai_usage,
     split_parts,
     usage_from_gemini,
 )
+from vectorengine.protocol.openai import ChunkWriter
 from vectorengine.protocol.usage import Usage
 
 
 class GenerateToChatStream:
     def __init__(self, *, model: str, include_usage: bool) -> None:
-        self.include_usage = include_usage
         self.usage: Usage | None = None
         self.done = False
         self.error: dict[str, Any] | None = None
         self.content_seen = False
-        self._model = model
-        self._id = "chatcmpl-" + secrets.token_hex(12)
-        self._created = int(time.time())
+        self._out = ChunkWriter(
+            id="chatcmpl-" + secrets.token_hex(12),
+            created=int(time.time()),
+            model=model,
+            include_usage=include_usage,
+        )
         self._buf = b""
         self._started = False
         self._tools = 0
@@ -58,13 +60,10 @@ class GenerateToChatStream:
             return out  # cut off before a finish reason: the relay reports a broken stream
         self.done = True
         finish = "tool_calls" if self._tools else self._finish
-        out += self._chunk({}, finish)
-        if self.include_usage:
-            usage = openai_usage(self.usage or Usage())
-            tail = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                    "model": self._model, "choices": [], "usage": usage}  # fmt: skip
-            out += b"data: " + orjson.dumps(tail) + b"\n\n"
-        return out + b"data: [DONE]\n\n"
+        out += self._out.chunk({}, finish)
+        if self._out.include_usage:
+            out += self._out.usage_chunk(self.usage or Usage())
+        return out + ChunkWriter.DONE
 
     def _event(self, block: bytes) -> bytes:
         payload = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
@@ -80,35 +79,23 @@ class GenerateToChatStream:
         if isinstance(obj.get("usageMetadata"), dict):
             self.usage = usage_from_gemini(obj["usageMetadata"])
         if obj.get("modelVersion"):
-            self._model = obj["modelVersion"]
+            self._out.model = obj["modelVersion"]
         out = []
         if not self._started:
             self._started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+            out.append(self._out.chunk({"role": "assistant", "content": ""}))
         for cand in obj.get("candidates") or []:
             text, thoughts, calls = split_parts((cand.get("content") or {}).get("parts") or [])
             if thoughts:
-                out.append(self._chunk({"reasoning_content": thoughts}))
+                out.append(self._out.chunk({"reasoning_content": thoughts}))
             if text:
-                out.append(self._chunk({"content": text}))
+                out.append(self._out.chunk({"content": text}))
             if calls:
                 indexed = [{"index": self._tools + k, **c} for k, c in enumerate(calls)]
                 self._tools += len(calls)
-                out.append(self._chunk({"tool_calls": indexed}))
+                out.append(self._out.chunk({"tool_calls": indexed}))
             self.content_seen = self.content_seen or bool(thoughts or text or calls)
             self._finish = finish_reason(cand.get("finishReason")) or self._finish
         if not obj.get("candidates") and (obj.get("promptFeedback") or {}).get("blockReason"):
             self._finish = "content_filter"
         return b"".join(out)
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        obj: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if self.include_usage:
-            obj["usage"] = None
-        return b"data: " + orjson.dumps(obj) + b"\n\n"
