@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from vectorengine.protocol.openai import usage_from
+from vectorengine.protocol.sse import EventSplitter, data_of
 from vectorengine.protocol.usage import Usage
 
 STOP_REASONS = {
@@ -83,7 +84,7 @@ class ChatToMessagesStream:
         self.content_seen = False
         self._model = model
         self._id = message_id
-        self._buf = b""
+        self._events = EventSplitter()
         self._started = False
         self._block: tuple[str, int] | None = None  # (kind, index) of the open block
         self._blocks = 0
@@ -91,20 +92,12 @@ class ChatToMessagesStream:
         self._stop = "end_turn"
 
     def feed(self, chunk: bytes | memoryview) -> bytes:
-        data = self._buf + bytes(chunk)
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._buf = data
-            return b""
-        self._buf = data[end + 2 :]
-        return b"".join(self._line(block) for block in data[:end].split(b"\n\n") if block.strip())
+        return b"".join(self._line(data_of(e)) for e in self._events.feed(chunk))
 
     def tail(self) -> bytes:
-        rest, self._buf = self._buf, b""
-        return self._line(rest) if rest.strip() else b""
+        return b"".join(self._line(data_of(e)) for e in self._events.rest())
 
-    def _line(self, block: bytes) -> bytes:
-        payload = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
+    def _line(self, payload: bytes) -> bytes:
         if payload == b"[DONE]":
             return self._finish()
         try:

@@ -22,6 +22,7 @@ from vectorengine.protocol.anthropic.response import (
     usage_from_anthropic,
 )
 from vectorengine.protocol.openai import ChunkWriter
+from vectorengine.protocol.sse import EventSplitter, data_of
 from vectorengine.protocol.usage import Usage
 
 
@@ -33,7 +34,7 @@ class MessagesToChatStream:
         self.done = False
         self.error: dict[str, Any] | None = None
         self.content_seen = False
-        self._buf = b""
+        self._events = EventSplitter()
         self._out = ChunkWriter(
             id="chatcmpl-", created=int(time.time()), model=None, include_usage=include_usage
         )
@@ -42,25 +43,14 @@ class MessagesToChatStream:
         self._tools: dict[int, int] = {}  # content-block index → tool-call ordinal
 
     def feed(self, chunk: bytes | memoryview) -> bytes:
-        data = self._buf + bytes(chunk)
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._buf = data
-            return b""
-        self._buf = data[end + 2 :]
-        out = [self._event(block) for block in data[:end].split(b"\n\n") if block.strip()]
-        return b"".join(out)
+        return b"".join(self._event(data_of(e)) for e in self._events.feed(chunk))
 
     def tail(self) -> bytes:
-        rest, self._buf = self._buf, b""
-        return self._event(rest) if rest.strip() else b""
+        return b"".join(self._event(data_of(e)) for e in self._events.rest())
 
     # -- one event ------------------------------------------------------------------------------
 
-    def _event(self, block: bytes) -> bytes:
-        payload = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
+    def _event(self, payload: bytes) -> bytes:
         if not payload:
             return b""
         try:

@@ -22,6 +22,7 @@ from vectorengine.protocol.gemini.response import (
     usage_from_gemini,
 )
 from vectorengine.protocol.openai import ChunkWriter
+from vectorengine.protocol.sse import EventSplitter, data_of
 from vectorengine.protocol.usage import Usage
 
 
@@ -37,25 +38,16 @@ class GenerateToChatStream:
             model=model,
             include_usage=include_usage,
         )
-        self._buf = b""
+        self._events = EventSplitter()
         self._started = False
         self._tools = 0
         self._finish: str | None = None
 
     def feed(self, chunk: bytes | memoryview) -> bytes:
-        data = self._buf + bytes(chunk)
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._buf = data
-            return b""
-        self._buf = data[end + 2 :]
-        return b"".join(self._event(block) for block in data[:end].split(b"\n\n") if block.strip())
+        return b"".join(self._event(data_of(e)) for e in self._events.feed(chunk))
 
     def tail(self) -> bytes:
-        rest, self._buf = self._buf, b""
-        out = self._event(rest) if rest.strip() else b""
+        out = b"".join(self._event(data_of(e)) for e in self._events.rest())
         if self._finish is None or self.error is not None:
             return out  # cut off before a finish reason: the relay reports a broken stream
         self.done = True
@@ -65,8 +57,7 @@ class GenerateToChatStream:
             out += self._out.usage_chunk(self.usage or Usage())
         return out + ChunkWriter.DONE
 
-    def _event(self, block: bytes) -> bytes:
-        payload = b"".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
+    def _event(self, payload: bytes) -> bytes:
         try:
             obj = orjson.loads(payload)
         except orjson.JSONDecodeError:
