@@ -74,8 +74,6 @@ class Inbound:
     received_ms: int
     t0: float  # perf_counter at arrival
     ingress: Ingress = OPENAI  # the client's protocol
-    path_model: str | None = None  # where the path names the model (Gemini)
-    path_stream: bool = False  # where the path says it streams (Gemini)
 
 
 _OVERLOADED = GatewayError(
@@ -273,7 +271,7 @@ class _Gone:
 
 def _decode(req: Inbound) -> wire.Call:
     try:
-        return req.ingress.decode(req.endpoint, req.body, req.path_model, req.path_stream)
+        return req.ingress.decode(req.endpoint, req.body)
     except wire.DecodeError as exc:
         kind = Kind.INVALID_JSON if exc.bad_json else Kind.INVALID_REQUEST
         raise GatewayError(kind, str(exc), param=exc.param) from None

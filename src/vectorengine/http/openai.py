@@ -1,10 +1,9 @@
-"""The relay surface (OpenAI paths, Anthropic /v1/messages, Gemini /v1beta) and the model list."""
+"""The relay surface (OpenAI paths, Anthropic's /v1/messages) and the model list."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import unquote
 
 from vectorengine import auth
 from vectorengine.errors import GatewayError, Kind
@@ -30,8 +29,6 @@ async def relay_request(
     request_id: str,
     max_body: int,
     ingress: Ingress = OPENAI,
-    path_model: str | None = None,
-    path_stream: bool = False,
 ) -> None:
     """Hand a relay request over to the pipeline; ``ingress`` is the client's protocol."""
     t0 = time.perf_counter()
@@ -52,31 +49,16 @@ async def relay_request(
         received_ms=time.time_ns() // 1_000_000,
         t0=t0,
         ingress=ingress,
-        path_model=path_model,
-        path_stream=path_stream,
     )
     await relay.handle(inbound, RSGIResponder(protocol))
 
 
 def api_key(ingress: Ingress, scope: Any) -> str | None:
     """The caller's key where its protocol puts it: OpenAI ``Authorization: Bearer``; Anthropic
-    ``x-api-key`` (or bearer); Gemini ``x-goog-api-key`` or ``?key=`` (or bearer)."""
+    ``x-api-key`` (or bearer)."""
     headers = scope.headers
-    if ingress.name == "anthropic":
-        key = headers.get("x-api-key")
-    elif ingress.name == "gemini":
-        key = headers.get("x-goog-api-key") or _query_key(scope.query_string)
-    else:
-        key = None
+    key = headers.get("x-api-key") if ingress.name == "anthropic" else None
     return key or auth.bearer(headers.get("authorization"))
-
-
-def _query_key(query: str) -> str | None:
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name == "key" and value:
-            return unquote(value)
-    return None
 
 
 def models(

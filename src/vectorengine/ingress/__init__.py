@@ -22,8 +22,8 @@ from vectorengine.upstreams.dialect import StreamObserver
 class Ingress(Protocol):
     name: str
 
-    def decode(self, endpoint: wire.Endpoint, raw: bytes, model: str | None, stream: bool) -> wire.Call:
-        """The hub call for a request body (``model``/``stream`` when the path carries them)."""
+    def decode(self, endpoint: wire.Endpoint, raw: bytes) -> wire.Call:
+        """The hub call for a request body."""
         ...
 
     def error(self, err: GatewayError) -> tuple[int, bytes]: ...
@@ -40,7 +40,7 @@ class Ingress(Protocol):
 class OpenAIIngress:
     name = "openai"
 
-    def decode(self, endpoint: wire.Endpoint, raw: bytes, model: str | None, stream: bool) -> wire.Call:
+    def decode(self, endpoint: wire.Endpoint, raw: bytes) -> wire.Call:
         return wire.decode(endpoint, raw)
 
     def error(self, err: GatewayError) -> tuple[int, bytes]:
