@@ -194,8 +194,8 @@ def test_reply_mentions_user_words_and_stop() -> None:
     reply = chat_reply(messages, "m", 0)
     assert "purple elephants" in reply
     assert chat_reply(messages, "m", 1) != reply
-    assert truncate_at_stop("abc STOP def", ["x", "STOP"]) == ("abc ", True)
-    assert truncate_at_stop("abc", "z") == ("abc", False)
+    assert truncate_at_stop("abc STOP def", ["x", "STOP"]) == ("abc ", "STOP")
+    assert truncate_at_stop("abc", "z") == ("abc", None)
 
 
 def test_sample_arguments_follow_the_schema() -> None:

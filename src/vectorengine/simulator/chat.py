@@ -206,6 +206,7 @@ class Choice:
     tool_calls: tuple[ToolCall, ...]
     finish_reason: str
     completion_tokens: int
+    stop_sequence: str | None = None  # the stop sequence the reply was cut at
 
     @property
     def content(self) -> str | None:
@@ -353,7 +354,7 @@ def _topic(request: ChatRequest) -> str:
 
 
 def _choice(request: ChatRequest, index: int) -> Choice:
-    if request.tools:
+    if request.tools and not content.refuses(request.messages):
         picked = request.tools[: 2 if request.parallel else 1]
         topic = _topic(request)
         calls = tuple(
@@ -366,13 +367,15 @@ def _choice(request: ChatRequest, index: int) -> Choice:
         )
         tokens = sum(content.count_tokens(c.name) + content.count_tokens(c.arguments) + 3 for c in calls)
         return Choice(index, (), calls, "tool_calls", tokens)
+    if content.refuses(request.messages):
+        return Choice(index, (), (), "content_filter", 0)
     text = _reply_text(request, index)
-    text, _ = content.truncate_at_stop(text, request.stop)
+    text, matched = content.truncate_at_stop(text, request.stop)
     pieces = content.tokenize(text)
     finish = "stop"
     if request.limit is not None and len(pieces) > request.limit:
-        pieces, finish = pieces[: request.limit], "length"
-    return Choice(index, tuple(pieces), (), finish, len(pieces))
+        pieces, finish, matched = pieces[: request.limit], "length", None
+    return Choice(index, tuple(pieces), (), finish, len(pieces), matched)
 
 
 def _reply_text(request: ChatRequest, index: int) -> str:

@@ -76,11 +76,30 @@ def count_chat_prompt(messages: Sequence[Any], tools: Sequence[Any] | None) -> i
     return total
 
 
-def truncate_at_stop(text: str, stop: Any) -> tuple[str, bool]:
-    """``text`` cut before the earliest stop sequence, and whether one was found."""
+def truncate_at_stop(text: str, stop: Any) -> tuple[str, str | None]:
+    """``text`` cut before the earliest stop sequence, and the sequence found there (or ``None``)."""
     stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str) and s]
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+    found = [(i, s) for s in stops if s and (i := text.find(s)) >= 0]
+    if not found:
+        return text, None
+    cut, matched = min(found, key=lambda f: f[0])
+    return text[:cut], matched
+
+
+REFUSAL_TRIGGER = "[sim:refuse]"  # a user message holding this is refused (content filter)
+
+
+def refuses(messages: Sequence[Any]) -> bool:
+    """Whether the last user message asks for a refusal (:data:`REFUSAL_TRIGGER`)."""
+    user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
+    return REFUSAL_TRIGGER in text_of(user.get("content"))
+
+
+def thinking_text(messages: Sequence[Any]) -> str:
+    """The model's deterministic reasoning before it answers ``messages``."""
+    user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
+    topic = _quote(text_of(user.get("content")), 8) or "the conversation"
+    return f"The user wrote about {topic}. I should answer briefly and check the facts first."
 
 
 def _quote(text: str, max_words: int = 24) -> str:

@@ -4,7 +4,9 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embe
 ``GET /v1/models``, ``GET /v1/models/{id}``; control routes ``GET /_sim/stats`` and
 ``POST /_sim/reset`` (both answer the counters plus ``server_pid``; reset also drops the
 overrides), and ``GET``/``PUT``/``DELETE /_sim/keys/{key}`` to read, override or restore a
-key's fault at runtime. Faults are chosen by API key (see :mod:`.faults` and :mod:`.keys`);
+key's fault at runtime. The same port also speaks Anthropic (``/v1/messages``), Gemini
+(``/v1beta/models/{m}:generateContent`` …) and Azure OpenAI (``/openai/deployments/{d}/…``);
+:mod:`.dialects` holds what differs. Faults are chosen by API key (see :mod:`.faults` and :mod:`.keys`);
 the headers ``x-sim-latency-ms`` and ``x-sim-chunk-delay-ms`` override the configured delays
 per request.
 
@@ -27,9 +29,11 @@ from urllib.parse import unquote
 import orjson
 from granian._granian import RSGIProtocolClosed
 
-from vectorengine.simulator import endpoints
+from vectorengine.simulator import dialects, endpoints
+from vectorengine.simulator.cache import PromptCache
 from vectorengine.simulator.chat import answer, context_length_exceeded, parse_chat
 from vectorengine.simulator.config import FaultSpec, SimulatorConfig
+from vectorengine.simulator.dialects import Dialect
 from vectorengine.simulator.faults import SPEC_HELP, FaultKeyError, abort_connection, parse_fault_spec
 from vectorengine.simulator.keys import KeyFaults
 from vectorengine.simulator.ratelimit import KeyRateLimit, Rejection
@@ -46,7 +50,6 @@ from vectorengine.simulator.wire import (
     duration,
     number_text,
     request_id,
-    sse,
 )
 
 log = logging.getLogger(__name__)
@@ -145,6 +148,7 @@ class _Exchange:
         self.arrived = time.monotonic()
         self.counted = False  # a /v1 call in the stats: statuses and aborts are recorded too
         self.responded = False  # the status line is on its way; errors can no longer be sent
+        self.dialect: Dialect = "openai"  # whose headers, error envelopes and stream framing to use
         self._gone: asyncio.Future[None] | None = None  # resolves when the client disconnects
 
     async def pause(self, seconds: float | None) -> None:
@@ -174,32 +178,37 @@ class _Exchange:
     def headers(
         self, content_type: str, extra: Sequence[tuple[str, str]] = (), exhausted: bool = False
     ) -> Headers:
-        """OpenAI's response headers; ``extra`` ones replace those of the same name."""
+        """The dialect's response headers; ``extra`` ones replace those of the same name."""
         elapsed = round((time.perf_counter() - self.started) * 1000)
-        base = [
-            ("content-type", content_type),
-            ("x-request-id", self.request_id),
-            ("openai-organization", self.app.config.organization),
-            ("openai-processing-ms", str(elapsed)),
-            ("openai-version", OPENAI_VERSION),
-            *(
-                self.limiter.headers()
-                if self.limiter is not None
-                else self.app.stats.rate_limit_headers(self.key, exhausted)
-            ),
-        ]
+        limits = (
+            self.limiter.headers()
+            if self.limiter is not None
+            else self.app.stats.rate_limit_headers(self.key, exhausted)
+        )
+        if self.dialect in ("openai", "azure"):
+            base = [
+                ("content-type", content_type),
+                ("x-request-id", self.request_id),
+                ("openai-organization", self.app.config.organization),
+                ("openai-processing-ms", str(elapsed)),
+                ("openai-version", OPENAI_VERSION),
+                *limits,
+            ]
+            if self.dialect == "azure":
+                base += [("apim-request-id", self.request_id[4:]), ("x-ms-region", "Sweden Central")]
+        else:
+            base = dialects.headers(self.dialect, content_type, self.request_id, elapsed, limits)
         replaced = {name for name, _ in extra}
         return [*(h for h in base if h[0] not in replaced), *extra]
 
     def send_error(self, error: ApiError) -> None:
-        self._status(error.status)
         exhausted = error.code == "rate_limit_exceeded"
-        self.protocol.response_bytes(
-            error.status, self.headers(JSON_TYPE, error.headers, exhausted), error.body()
-        )
+        status, body, extra = dialects.error(self.dialect, error, self.request_id)
+        self._status(status)
+        self.protocol.response_bytes(status, self.headers(JSON_TYPE, extra, exhausted), body)
 
-    async def send_json(self, obj: dict[str, Any]) -> None:
-        body = orjson.dumps(obj)
+    async def send_json(self, obj: Any) -> None:
+        body = orjson.dumps(dialects.azure_json(obj) if self.dialect == "azure" else obj)
         mode = self.fault.mode if self.fault else None
         if mode == "malformed-json":
             self._status(200)
@@ -217,14 +226,18 @@ class _Exchange:
             self.protocol.response_bytes(200, self.headers(JSON_TYPE), body)
 
     async def send_events(self, events: list[bytes]) -> None:
-        """Stream SSE ``events`` then ``[DONE]``, applying a stream fault if one strikes."""
+        """Stream SSE ``events`` then the dialect's end (OpenAI's ``[DONE]``), applying a stream
+        fault if one strikes."""
         self._status(200)
         transport = self.protocol.response_stream(
             200, self.headers(SSE_TYPE, [("cache-control", "no-cache")])
         )
         strike_at = min(self.fault.after_chunks, len(events)) if self.fault else -1
         delay = self.chunk_delay_ms / 1000
-        for i, event in enumerate([*events, DONE]):
+        end = [DONE] if self.dialect in ("openai", "azure") else []
+        if self.dialect == "azure" and events and b'"chat.completion.chunk"' in events[0]:
+            events = [dialects.AZURE_FIRST_CHUNK, *events]
+        for i, event in enumerate([*events, *end]):
             if i and delay:
                 await self.pause(delay)
             if i == strike_at and self.fault is not None:
@@ -232,7 +245,7 @@ class _Exchange:
                     await self._drop()
                     return
                 if self.fault.mode == "mid-stream-error":
-                    await transport.send_bytes(sse(_server_error().envelope()))
+                    await transport.send_bytes(dialects.stream_error(self.dialect, _server_error()))
                     return
                 if self.fault.mode == "malformed-json":
                     await transport.send_bytes(event[: len(event) // 2].rstrip(b"\n") + b"\n\n")
@@ -255,6 +268,7 @@ class OpenAISimulator:
         self.config = config or SimulatorConfig()
         self.stats = CallStats(self.config.rpm_limit, self.config.tpm_limit)
         self.keys = KeyFaults(self.config)
+        self.prompt_cache = PromptCache()  # prompt prefixes seen, for Anthropic and Gemini caching
         self._routes: dict[str, tuple[str, _Handler]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/completions": ("POST", self._completions),
@@ -289,9 +303,13 @@ class OpenAISimulator:
 
     # ------------------------------------------------------------------ pipeline
 
-    def _route(self, method: str, path: str) -> _Handler:
+    def _route(self, method: str, path: str) -> tuple[_Handler, Dialect]:
         handler: _Handler
-        if path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+        dialect: Dialect = "openai"
+        other = dialects.route(path, self._routes)
+        if other is not None:
+            allowed, handler, dialect = other
+        elif path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             allowed, handler = "GET", self._retrieve_model
         elif path in self._routes:
             allowed, handler = self._routes[path]
@@ -299,12 +317,15 @@ class OpenAISimulator:
             raise ApiError(404, f"Invalid URL ({method} {path})")
         if method != allowed:
             raise ApiError(405, f"Invalid method for URL ({method} {path})", headers=[("allow", allowed)])
-        return handler
+        return handler, dialect
 
     async def _serve(self, ex: _Exchange) -> None:
         scope = ex.scope
-        handler = self._route(scope.method, scope.path)
-        key, problem = _bearer(scope.headers.get("authorization"))
+        handler, ex.dialect = self._route(scope.method, scope.path)
+        if ex.dialect == "openai":
+            key, problem = _bearer(scope.headers.get("authorization"))
+        else:
+            key, problem = dialects.api_key(ex.dialect, scope)
         ex.key = key or NO_KEY
         call_number = self.stats.record(ex.key, scope.path)
         ex.counted = True
@@ -465,6 +486,7 @@ class OpenAISimulator:
             if path == "/_sim/reset":
                 self.stats.reset()
                 self.keys.reset()
+                self.prompt_cache.clear()
             answer_body = {
                 **self.stats.snapshot(),
                 "overrides": self.keys.overrides(),
