@@ -162,13 +162,15 @@ def test_anthropic_thinking_signature_round_trip(simulator: SimHandle) -> None:
         ({"n": 2}, "n: Extra inputs are not permitted"),
         ({"messages": [{"role": "user", "content": ""}]}, "text content blocks must be non-empty"),
         (
-            {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x", "content": "1"}]}]},
+            {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "x",
+                                                         "content": "1"}]}]},
             "unexpected `tool_use_id`",
         ),
         (
             {"messages": [
                 {"role": "user", "content": "a"},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f",
+                                                   "input": {}}]},
                 {"role": "user", "content": "b"},
             ]},
             "`tool_use` ids were found without `tool_result` blocks immediately after: t1",

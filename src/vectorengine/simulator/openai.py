@@ -6,9 +6,9 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embe
 overrides), and ``GET``/``PUT``/``DELETE /_sim/keys/{key}`` to read, override or restore a
 key's fault at runtime. The same port also speaks Anthropic (``/v1/messages``), Gemini
 (``/v1beta/models/{m}:generateContent`` …) and Azure OpenAI (``/openai/deployments/{d}/…``);
-:mod:`.dialects` holds what differs. Faults are chosen by API key (see :mod:`.faults` and :mod:`.keys`);
-the headers ``x-sim-latency-ms`` and ``x-sim-chunk-delay-ms`` override the configured delays
-per request.
+:mod:`.dialects` holds what differs. Faults are chosen by API key (see :mod:`.faults` and
+:mod:`.keys`); the headers ``x-sim-latency-ms`` and ``x-sim-chunk-delay-ms`` override the
+configured delays per request.
 
 Every wait before or between parts of a response races Granian's ``client_disconnect()``, so
 a client that goes away is noticed at once and counted in the stats (``aborted``).
