@@ -43,6 +43,8 @@ class ChatRequest:
     parallel: bool
     response_format: dict[str, Any] | None
     prompt_tokens: int
+    reasoning_tokens: int = 0  # thought before answering (reasoning models), billed as completion
+    cached_tokens: int = 0  # prompt tokens read from the prompt cache
 
 
 def parse_chat(body: dict[str, Any]) -> ChatRequest:
@@ -71,7 +73,40 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest:
         parallel=body.get("parallel_tool_calls") is not False,
         response_format=response_format,
         prompt_tokens=content.count_chat_prompt(messages, body.get("tools") or None),
+        reasoning_tokens=_reasoning_tokens(model, body.get("reasoning_effort")),
     )
+
+
+REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")
+_EFFORT_TOKENS = {"minimal": 0, "none": 0, "low": 64, "medium": 192, "high": 512, "xhigh": 1024}
+
+
+def _reasoning_tokens(model: str, effort: Any) -> int:
+    """Reasoning models think before they answer (``medium`` effort unless told otherwise)."""
+    if not model.startswith(REASONING_MODELS):
+        return 0
+    if effort is not None and effort not in _EFFORT_TOKENS:
+        raise invalid_value(
+            "reasoning_effort",
+            f"Invalid value: '{effort}'. Supported values are: 'minimal', 'low', 'medium', and 'high'.",
+        )
+    return _EFFORT_TOKENS[effort or "medium"]
+
+
+def cache_segments(request: ChatRequest) -> list[tuple[object, int]]:
+    """The prompt as prefix segments for OpenAI's automatic prompt caching: tools, then messages."""
+    segments: list[tuple[object, int]] = [(request.tools, 0)] if request.tools else []
+    total = content.REPLY_PRIMING
+    for message in request.messages:
+        tokens = content.count_chat_prompt([message], None) - content.REPLY_PRIMING
+        segments.append((message, tokens + (total if not segments else 0)))
+        total = 0
+    return segments
+
+
+def cached_share(hit: int) -> int:
+    """OpenAI reports cached tokens in steps of 128 once 1,024 are cached."""
+    return hit - hit % 128 if hit >= 1024 else 0
 
 
 def context_length_exceeded(request: ChatRequest) -> ApiError:
@@ -226,14 +261,17 @@ class ChatAnswer:
         return sum(c.completion_tokens for c in self.choices)
 
     def usage(self) -> dict[str, Any]:
-        prompt, completion = self.request.prompt_tokens, self.completion_tokens
+        prompt, completion = (
+            self.request.prompt_tokens,
+            self.completion_tokens + self.request.reasoning_tokens,
+        )
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": self.request.cached_tokens, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": self.request.reasoning_tokens,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,

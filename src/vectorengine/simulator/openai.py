@@ -17,6 +17,7 @@ a client that goes away is noticed at once and counted in the stats (``aborted``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import multiprocessing
@@ -31,7 +32,13 @@ from granian._granian import RSGIProtocolClosed
 
 from vectorengine.simulator import dialects, endpoints
 from vectorengine.simulator.cache import PromptCache
-from vectorengine.simulator.chat import answer, context_length_exceeded, parse_chat
+from vectorengine.simulator.chat import (
+    answer,
+    cache_segments,
+    cached_share,
+    context_length_exceeded,
+    parse_chat,
+)
 from vectorengine.simulator.config import FaultSpec, SimulatorConfig
 from vectorengine.simulator.dialects import Dialect
 from vectorengine.simulator.faults import SPEC_HELP, FaultKeyError, abort_connection, parse_fault_spec
@@ -426,7 +433,10 @@ class OpenAISimulator:
         request = parse_chat(_parse_json(raw))
         self._check_model(request.model)
         self._admit(ex, request.model, request.prompt_tokens, lambda: context_length_exceeded(request))
-        result = answer(request)
+        segments = cache_segments(request)
+        cached = cached_share(self.prompt_cache.longest_hit(segments))
+        self.prompt_cache.remember(segments)
+        result = answer(dataclasses.replace(request, cached_tokens=cached))
         ex.use_tokens(request.prompt_tokens + result.completion_tokens)
         if request.stream:
             await ex.send_events(result.events())
