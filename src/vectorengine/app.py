@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from typing import Any
+from urllib.parse import unquote
 
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.failover import Failover
@@ -20,6 +21,8 @@ from vectorengine.http import openai as openai_http
 from vectorengine.http.admin_api import AdminAPI
 from vectorengine.http.rsgi import send_error, send_json
 from vectorengine.ingress.anthropic import ANTHROPIC
+from vectorengine.ingress.gemini import METHODS as GEMINI_METHODS
+from vectorengine.ingress.gemini import GeminiIngress
 from vectorengine.keys import ADMIN_KEY_META, hash_key
 from vectorengine.protocol.openai import Endpoint
 from vectorengine.relay import Relay
@@ -178,6 +181,23 @@ class Gateway:
             await openai_http.relay_request(
                 self.relay, Endpoint.CHAT, scope, protocol, request_id, limit, ANTHROPIC
             )
+        elif path == "/v1/messages/count_tokens":
+            if scope.method != "POST":
+                return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use POST for {path}.")
+            limit = self.settings.max_body_bytes
+            await openai_http.count_tokens(self.snapshots, scope, protocol, request_id, limit, ANTHROPIC)
+        elif path.startswith(GEMINI_PREFIXES) and ":" in path:
+            if scope.method != "POST":
+                return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use POST for {path}.")
+            name, _, method = path.split("/models/", 1)[1].rpartition(":")
+            if method not in GEMINI_METHODS:
+                return _error(protocol, request_id, Kind.ROUTE_NOT_FOUND, f"Invalid URL (POST {path})")
+            sse = openai_http.query_param(scope, "alt") == "sse"
+            ingress = GeminiIngress(unquote(name).removeprefix("models/"), method, sse)
+            limit = self.settings.max_body_bytes
+            await openai_http.relay_request(
+                self.relay, Endpoint.CHAT, scope, protocol, request_id, limit, ingress
+            )
         elif path == "/v1/models" or path.startswith("/v1/models/"):
             if scope.method != "GET":
                 return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use GET for {path}.")
@@ -192,6 +212,9 @@ class Gateway:
             await self._simulator.__rsgi__(_PrefixScope(scope, SIMULATOR_PREFIX), protocol)
         else:
             _error(protocol, request_id, Kind.ROUTE_NOT_FOUND, f"Invalid URL ({scope.method} {path})")
+
+
+GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")  # google-genai 3 uses v1 by default
 
 
 def _error(protocol: Any, request_id: str, kind: Kind, message: str) -> None:

@@ -1,15 +1,18 @@
-"""The relay surface (OpenAI paths, Anthropic's /v1/messages) and the model list."""
+"""The relay surface (OpenAI paths, Anthropic's /v1/messages, Gemini's generateContent) and the model list."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
-from vectorengine import auth
+import orjson
+
+from vectorengine import auth, tokencount
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.http.rsgi import RSGIResponder, client_ip, read_body, send_error, send_json
-from vectorengine.ingress import OPENAI, Ingress
-from vectorengine.protocol.openai import Endpoint
+from vectorengine.ingress import OPENAI, Ingress, json_object
+from vectorengine.protocol.openai import DecodeError, Endpoint
 from vectorengine.relay import Inbound, Relay
 from vectorengine.routing.selection import RouteTable
 from vectorengine.store.snapshot import SnapshotHolder
@@ -55,10 +58,50 @@ async def relay_request(
 
 def api_key(ingress: Ingress, scope: Any) -> str | None:
     """The caller's key where its protocol puts it: OpenAI ``Authorization: Bearer``; Anthropic
-    ``x-api-key`` (or bearer)."""
+    ``x-api-key``; Gemini ``x-goog-api-key`` or ``?key=`` (each also takes a bearer token)."""
     headers = scope.headers
-    key = headers.get("x-api-key") if ingress.name == "anthropic" else None
+    key = None
+    if ingress.name == "anthropic":
+        key = headers.get("x-api-key")
+    elif ingress.name == "gemini":
+        key = headers.get("x-goog-api-key") or query_param(scope, "key")
     return key or auth.bearer(headers.get("authorization"))
+
+
+def query_param(scope: Any, name: str) -> str | None:
+    values = parse_qs(scope.query_string).get(name)
+    return values[0] if values else None
+
+
+async def count_tokens(
+    snapshots: SnapshotHolder, scope: Any, protocol: Any, request_id: str, max_body: int, ingress: Ingress
+) -> None:
+    """``POST /v1/messages/count_tokens``: the prompt's size in the client's protocol, counted
+    here with ``o200k_base`` (an estimate for other model families), no upstream call."""
+    rid = [("x-request-id", request_id), ("content-type", "application/json")]
+    try:
+        body = json_object(await read_body(scope, protocol, max_body))
+        token = auth.authenticate(snapshots.current, api_key(ingress, scope), time.time_ns() // 1_000_000)
+        body.setdefault("max_tokens", 1)  # not part of a count request, required by the decoder
+        try:
+            call = ingress.decode(Endpoint.CHAT, orjson.dumps(body))
+        except DecodeError as exc:
+            kind = Kind.INVALID_JSON if exc.bad_json else Kind.INVALID_REQUEST
+            raise GatewayError(kind, str(exc), param=exc.param) from None
+        auth.authorize_model(token, call.model)
+        if call.model not in snapshots.current.routes_for(token):
+            raise GatewayError(
+                Kind.MODEL_NOT_FOUND,
+                f"The model `{call.model}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        protocol.response_bytes(200, rid, orjson.dumps({"input_tokens": tokencount.count_chat(call.body)}))
+    except DecodeError as exc:
+        status, payload = ingress.error(GatewayError(Kind.INVALID_JSON, str(exc)))
+        protocol.response_bytes(status, rid, payload)
+    except GatewayError as err:
+        status, payload = ingress.error(err)
+        protocol.response_bytes(status, rid, payload)
 
 
 def models(

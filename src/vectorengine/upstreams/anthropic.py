@@ -45,7 +45,11 @@ class AnthropicDialect:
             return UpstreamRequest(base_url(channel, utype) + "/v1/messages", headers, body)
         try:
             translated = anthropic.chat_to_messages(
-                call.body, upstream_model, stream=call.stream, default_max_tokens=DEFAULT_MAX_TOKENS
+                call.body,
+                upstream_model,
+                stream=call.stream,
+                default_max_tokens=DEFAULT_MAX_TOKENS,
+                auto_cache=call.protocol == "gemini",
             )
         except anthropic.TranslationError as exc:
             raise wire.DecodeError(exc.message, exc.param) from None
@@ -61,7 +65,11 @@ class AnthropicDialect:
             return None
         if not isinstance(obj, dict) or obj.get("type") != "message":
             return None
-        usage = anthropic.usage_from_anthropic(obj.get("usage") or {})
+        thinking = [
+            b for b in obj.get("content") or () if isinstance(b, dict) and b.get("type") == "thinking"
+        ]
+        chars = sum(len(str(b.get("thinking") or "")) for b in thinking)
+        usage = anthropic.usage_from_anthropic(obj.get("usage") or {}, chars)
         if call.protocol == "anthropic":
             return raw, usage
         return orjson.dumps(anthropic.message_to_chat(obj)), usage

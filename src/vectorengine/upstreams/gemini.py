@@ -1,8 +1,9 @@
 """The Gemini dialect: ``/v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``.
 
-Hub calls are translated: OpenAI chat → GenerateContentRequest on the way out, Gemini JSON and
-SSE → OpenAI chat completions on the way back (``protocol/gemini``). The model is named in the
-URL; the key travels as ``x-goog-api-key``.
+Gemini clients' requests pass through as they came (only observed). Hub calls are translated:
+OpenAI chat → GenerateContentRequest on the way out, Gemini JSON and SSE → OpenAI chat
+completions on the way back (``protocol/gemini``). The model is named in the URL; the key
+travels as ``x-goog-api-key``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from vectorengine.upstreams.dialect import (
     StreamObserver,
     UpstreamError,
     UpstreamRequest,
+    Watching,
     base_url,
     request_headers,
 )
@@ -38,6 +40,8 @@ class GeminiDialect:
         model = quote(upstream_model.removeprefix("models/"), safe="")
         url = base_url(channel, utype) + f"/v1beta/models/{model}:"
         url += "streamGenerateContent?alt=sse" if call.stream else "generateContent"
+        if call.protocol == "gemini" and call.native is not None:
+            return UpstreamRequest(url, headers, call.native)  # the model is in the URL, not the body
         try:
             body = orjson.dumps(gemini.chat_to_generate(call.body))
         except gemini.TranslationError as exc:
@@ -55,10 +59,13 @@ class GeminiDialect:
             return None
         meta = obj.get("usageMetadata")
         usage = gemini.usage_from_gemini(meta) if isinstance(meta, dict) else None
+        if call.protocol == "gemini":
+            return raw, usage
         return orjson.dumps(gemini.generate_response_to_chat(obj, model=call.model)), usage
 
     def observer(self, call: wire.Call) -> StreamObserver:
-        return gemini.GenerateToChatStream(model=call.model, include_usage=call.include_usage)
+        translator = gemini.GenerateToChatStream(model=call.model, include_usage=call.include_usage)
+        return Watching(translator) if call.protocol == "gemini" else translator
 
     def leading_error(self, first: bytes | memoryview) -> dict[str, Any] | None:
         return gemini.leading_error(first)

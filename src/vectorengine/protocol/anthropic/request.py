@@ -30,8 +30,15 @@ def tool_id(raw: str) -> str:
 
 
 def chat_to_messages(
-    body: dict[str, Any], upstream_model: str, *, stream: bool, default_max_tokens: int = 4096
+    body: dict[str, Any],
+    upstream_model: str,
+    *,
+    stream: bool,
+    default_max_tokens: int = 4096,
+    auto_cache: bool = False,
 ) -> dict[str, Any]:
+    """``auto_cache`` marks the system prompt as a cache breakpoint, for clients whose own
+    provider caches long prefixes without being asked (Gemini's implicit caching)."""
     n = body.get("n")
     if n not in (None, 1):
         raise TranslationError("Anthropic models return one choice: `n` must be 1.", "n")
@@ -42,9 +49,7 @@ def chat_to_messages(
             raise TranslationError("Each message must be an object.", f"messages[{i}]")
         role = message.get("role")
         if role in ("system", "developer"):
-            text = _text_of(message.get("content"), f"messages[{i}].content")
-            if text:
-                system.append({"type": "text", "text": text})
+            system += _system_blocks(message.get("content"), f"messages[{i}].content")
             continue
         if role == "user":
             blocks = _user_blocks(message.get("content"), f"messages[{i}].content")
@@ -71,6 +76,8 @@ def chat_to_messages(
         turns.insert(0, {"role": "user", "content": [{"type": "text", "text": "."}]})
     out: dict[str, Any] = {"model": upstream_model, "messages": turns}
     if system:
+        if auto_cache and not any("cache_control" in b for b in system):
+            system[-1]["cache_control"] = {"type": "ephemeral"}
         out["system"] = system
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
     for name in ("temperature", "top_p", "top_k"):
@@ -116,6 +123,25 @@ def _text_of(content: Any, param: str) -> str:
     raise TranslationError("Message content must be a string or a list of parts.", param)
 
 
+def _cached(block: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """The block with the part's ``cache_control`` (an extension OpenAI clients use for Claude)."""
+    if isinstance(part.get("cache_control"), dict):
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _system_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+    """System text as blocks: one per text part, so cache breakpoints stay where they were."""
+    if isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content):
+        return [
+            _cached({"type": "text", "text": p["text"]}, p)
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and p.get("text")
+        ]
+    text = _text_of(content, param)
+    return [{"type": "text", "text": text}] if text else []
+
+
 def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
@@ -126,7 +152,7 @@ def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
             if part.get("text"):
-                blocks.append({"type": "text", "text": part["text"]})
+                blocks.append(_cached({"type": "text", "text": part["text"]}, part))
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url"), f"{param}[{j}].image_url"))
         else:

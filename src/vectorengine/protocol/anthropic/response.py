@@ -33,14 +33,25 @@ def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
-def usage_from_anthropic(u: dict[str, Any]) -> Usage:
+def usage_from_anthropic(u: dict[str, Any], thinking_chars: int = 0) -> Usage:
     """Anthropic's ``input_tokens`` exclude cache reads and writes; OpenAI's prompt tokens include
-    them (I.5.4: count each token once)."""
+    them (I.5.4: count each token once).
+
+    Output tokens include thinking; Anthropic reports it apart only in ``output_tokens_details``.
+    Without that, the reasoning share is estimated from the thinking text (about 4 characters a
+    token), so OpenAI clients see that the answer reasoned; the total billed is Anthropic's own.
+    """
     read, write = _int(u.get("cache_read_input_tokens")), _int(u.get("cache_creation_input_tokens"))
+    output = _int(u.get("output_tokens"))
+    details = u.get("output_tokens_details")
+    reasoning = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
+    if not reasoning and thinking_chars:
+        reasoning = min(output, -(-thinking_chars // 4))
     return Usage(
         prompt_tokens=_int(u.get("input_tokens")) + read + write,
-        completion_tokens=_int(u.get("output_tokens")),
+        completion_tokens=output,
         cached_tokens=read,
+        reasoning_tokens=reasoning,
         cache_write_tokens=write,
     )
 
@@ -73,7 +84,7 @@ def message_to_chat(obj: dict[str, Any]) -> dict[str, Any]:
         "created": int(time.time()),
         "model": obj.get("model"),
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": to_openai(usage_from_anthropic(obj.get("usage") or {})),
+        "usage": to_openai(usage_from_anthropic(obj.get("usage") or {}, sum(map(len, reasoning)))),
     }
 
 

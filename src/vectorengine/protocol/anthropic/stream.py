@@ -41,6 +41,7 @@ class MessagesToChatStream:
         self._finish = "stop"
         self._raw_usage: dict[str, Any] = {}
         self._tools: dict[int, int] = {}  # content-block index → tool-call ordinal
+        self._thinking_chars = 0
 
     def feed(self, chunk: bytes | memoryview) -> bytes:
         return b"".join(self._event(data_of(e)) for e in self._events.feed(chunk))
@@ -98,6 +99,7 @@ class MessagesToChatStream:
             return self._out.chunk({"content": delta["text"]})
         if kind == "thinking_delta" and delta.get("thinking"):
             self.content_seen = True
+            self._thinking_chars += len(delta["thinking"])
             return self._out.chunk({"reasoning_content": delta["thinking"]})
         if kind == "input_json_delta" and delta.get("partial_json"):
             k = self._tools.get(int(ev.get("index", 0)))
@@ -109,7 +111,7 @@ class MessagesToChatStream:
 
     def _end(self) -> bytes:
         self.done = True
-        self.usage = usage = usage_from_anthropic(self._raw_usage)
+        self.usage = usage = usage_from_anthropic(self._raw_usage, self._thinking_chars)
         finish = "tool_calls" if self._tools else self._finish
         out = [self._out.chunk({}, finish)]
         if self._out.include_usage:

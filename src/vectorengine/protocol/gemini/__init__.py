@@ -1,5 +1,7 @@
 """Gemini API wire format (v1beta generateContent): pure translators to and from the hub format."""
 
+from vectorengine.protocol.gemini.inbound import generate_to_chat
+from vectorengine.protocol.gemini.outbound import ChatToGenerateStream, chat_to_generate_response
 from vectorengine.protocol.gemini.request import (
     THOUGHT_MARK,
     TranslationError,
@@ -16,11 +18,14 @@ from vectorengine.protocol.gemini.stream import GenerateToChatStream
 
 __all__ = [
     "THOUGHT_MARK",
+    "ChatToGenerateStream",
     "GenerateToChatStream",
     "TranslationError",
     "chat_to_generate",
+    "chat_to_generate_response",
     "clean_schema",
     "generate_response_to_chat",
+    "generate_to_chat",
     "leading_error",
     "openai_error_from_gemini",
     "usage_from_gemini",
