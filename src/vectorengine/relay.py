@@ -74,6 +74,7 @@ class Inbound:
     received_ms: int
     t0: float  # perf_counter at arrival
     ingress: Ingress = OPENAI  # the client's protocol
+    content_type: str | None = None  # the request's, read for multipart forms
 
 
 _OVERLOADED = GatewayError(
@@ -271,7 +272,7 @@ class _Gone:
 
 def _decode(req: Inbound) -> wire.Call:
     try:
-        return req.ingress.decode(req.endpoint, req.body)
+        return req.ingress.decode(req.endpoint, req.body, req.content_type)
     except wire.DecodeError as exc:
         kind = Kind.INVALID_JSON if exc.bad_json else Kind.INVALID_REQUEST
         raise GatewayError(kind, str(exc), param=exc.param) from None

@@ -21,6 +21,13 @@ RELAY_ROUTES: dict[str, Endpoint] = {
     "/v1/chat/completions": Endpoint.CHAT,
     "/v1/completions": Endpoint.COMPLETIONS,
     "/v1/embeddings": Endpoint.EMBEDDINGS,
+    "/v1/images/generations": Endpoint.IMAGES,
+    "/v1/images/edits": Endpoint.IMAGE_EDITS,
+    "/v1/audio/speech": Endpoint.SPEECH,
+    "/v1/audio/transcriptions": Endpoint.TRANSCRIPTIONS,
+    "/v1/audio/translations": Endpoint.TRANSLATIONS,
+    "/v1/moderations": Endpoint.MODERATIONS,
+    "/v1/rerank": Endpoint.RERANK,
 }
 
 
@@ -52,6 +59,7 @@ async def relay_request(
         received_ms=time.time_ns() // 1_000_000,
         t0=t0,
         ingress=ingress,
+        content_type=scope.headers.get("content-type") if endpoint.multipart else None,
     )
     await relay.handle(inbound, RSGIResponder(protocol))
 

@@ -22,8 +22,8 @@ from vectorengine.upstreams.dialect import StreamObserver
 class Ingress(Protocol):
     name: str
 
-    def decode(self, endpoint: wire.Endpoint, raw: bytes) -> wire.Call:
-        """The hub call for a request body."""
+    def decode(self, endpoint: wire.Endpoint, raw: bytes, content_type: str | None = None) -> wire.Call:
+        """The hub call for a request body (``content_type`` matters for multipart forms)."""
         ...
 
     def error(self, err: GatewayError) -> tuple[int, bytes]: ...
@@ -40,8 +40,9 @@ class Ingress(Protocol):
 class OpenAIIngress:
     name = "openai"
 
-    def decode(self, endpoint: wire.Endpoint, raw: bytes) -> wire.Call:
-        return wire.decode(endpoint, raw)
+    def decode(self, endpoint: wire.Endpoint, raw: bytes, content_type: str | None = None) -> wire.Call:
+        form = content_type if endpoint.multipart else None
+        return wire.decode(endpoint, raw, form)
 
     def error(self, err: GatewayError) -> tuple[int, bytes]:
         return err.status, err.openai_body()

@@ -16,7 +16,7 @@ class AnthropicIngress:
 
     name = "anthropic"
 
-    def decode(self, endpoint: wire.Endpoint, raw: bytes) -> wire.Call:
+    def decode(self, endpoint: wire.Endpoint, raw: bytes, content_type: str | None = None) -> wire.Call:
         body = json_object(raw)
         model = body.get("model")
         if not isinstance(model, str) or not model:

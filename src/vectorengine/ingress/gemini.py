@@ -27,7 +27,7 @@ class GeminiIngress:
         self.streamed = method == "streamGenerateContent" and sse
         self.array = method == "streamGenerateContent" and not sse
 
-    def decode(self, endpoint: wire.Endpoint, raw: bytes) -> wire.Call:
+    def decode(self, endpoint: wire.Endpoint, raw: bytes, content_type: str | None = None) -> wire.Call:
         body = json_object(raw)
         if not self.model:
             raise wire.DecodeError(

@@ -1,4 +1,4 @@
-"""OpenAI wire format (chat completions, completions, embeddings) for OpenAI-compatible upstreams.
+"""OpenAI wire format (chat, completions, embeddings, images, audio, moderations, rerank).
 
 OpenAI in, OpenAI out: bytes pass through and are only *observed* (model, usage). A request
 body is re-encoded only when it must change (the model name is mapped, or the upstream must
@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from vectorengine.protocol import multipart
 from vectorengine.protocol.usage import Usage, to_openai
 
 
@@ -20,6 +21,13 @@ class Endpoint(enum.Enum):
     CHAT = "/chat/completions"
     COMPLETIONS = "/completions"
     EMBEDDINGS = "/embeddings"
+    IMAGES = "/images/generations"
+    IMAGE_EDITS = "/images/edits"
+    SPEECH = "/audio/speech"
+    TRANSCRIPTIONS = "/audio/transcriptions"
+    TRANSLATIONS = "/audio/translations"
+    MODERATIONS = "/moderations"
+    RERANK = "/rerank"  # Cohere / Jina shape, served by OpenAI-compatible hosts
 
     @property
     def path(self) -> str:
@@ -27,14 +35,34 @@ class Endpoint(enum.Enum):
 
     @property
     def streams(self) -> bool:
-        return self is not Endpoint.EMBEDDINGS
+        return self in (Endpoint.CHAT, Endpoint.COMPLETIONS)
+
+    @property
+    def multipart(self) -> bool:
+        return self in (Endpoint.IMAGE_EDITS, Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
+
+    @property
+    def json_answer(self) -> bool:
+        """Whether every successful answer is JSON (speech is audio; transcripts may be text)."""
+        return self not in (Endpoint.SPEECH, Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
 
 
 _REQUIRED: dict[Endpoint, tuple[str, type | tuple[type, ...]]] = {
     Endpoint.CHAT: ("messages", list),
     Endpoint.COMPLETIONS: ("prompt", (str, list)),
     Endpoint.EMBEDDINGS: ("input", (str, list)),
+    Endpoint.IMAGES: ("prompt", str),
+    Endpoint.SPEECH: ("input", str),
+    Endpoint.MODERATIONS: ("input", (str, list)),
+    Endpoint.RERANK: ("documents", list),
 }
+_FILES = {Endpoint.IMAGE_EDITS: ("image", "image[]"), Endpoint.TRANSCRIPTIONS: ("file",),
+          Endpoint.TRANSLATIONS: ("file",)}  # fmt: skip
+DEFAULT_MODELS = {
+    Endpoint.IMAGES: "dall-e-2",
+    Endpoint.IMAGE_EDITS: "dall-e-2",
+    Endpoint.MODERATIONS: "omni-moderation-latest",
+}  # what OpenAI uses when the request names no model
 
 
 class DecodeError(ValueError):
@@ -58,16 +86,19 @@ class Call:
     # that speaks the client's protocol gets them as they are.
     protocol: str = "openai"
     native: bytes | None = None
+    content_type: str | None = None  # a multipart body's (with its boundary); None: JSON
 
 
-def decode(endpoint: Endpoint, raw: bytes) -> Call:
+def decode(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> Call:
+    if endpoint.multipart:
+        return _decode_form(endpoint, raw, content_type)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"We could not parse the JSON body of your request: {exc}", bad_json=True) from None
     if not isinstance(body, dict):
         raise DecodeError("The request body must be a JSON object.", bad_json=True)
-    model = body.get("model")
+    model = body.get("model", DEFAULT_MODELS.get(endpoint))
     if not isinstance(model, str) or not model:
         raise DecodeError("you must provide a model parameter", "model")
     field, kind = _REQUIRED[endpoint]
@@ -75,16 +106,43 @@ def decode(endpoint: Endpoint, raw: bytes) -> Call:
         raise DecodeError(f"Missing required parameter: '{field}'.", field)
     if not isinstance(body[field], kind):
         raise DecodeError(f"Invalid type for '{field}'.", field)
+    if endpoint is Endpoint.RERANK and not isinstance(body.get("query"), str):
+        raise DecodeError("Missing required parameter: 'query'.", "query")
     if endpoint is Endpoint.CHAT and not body[field]:
         raise DecodeError("'messages' must contain at least one message.", "messages")
+    media = endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.EMBEDDINGS)
+    if media and (body.get("stream") is True or body.get("stream_format") == "sse"):
+        raise DecodeError(f"Streaming {endpoint.path} is not supported by this gateway yet.", "stream")
     stream = body.get("stream") is True and endpoint.streams
     opts = body.get("stream_options")
     include_usage = stream and isinstance(opts, dict) and opts.get("include_usage") is True
     return Call(endpoint, model, stream, include_usage, body, raw)
 
 
+def _decode_form(endpoint: Endpoint, raw: bytes, content_type: str | None) -> Call:
+    try:
+        texts, files = multipart.fields(raw, content_type)
+    except multipart.MultipartError as exc:
+        raise DecodeError(str(exc), bad_json=True) from None
+    model = texts.get("model") or DEFAULT_MODELS.get(endpoint)
+    if not model:
+        raise DecodeError("you must provide a model parameter", "model")
+    names = _FILES[endpoint]
+    if not files.intersection(names):
+        raise DecodeError(f"Missing required parameter: '{names[0]}'.", names[0])
+    if endpoint is Endpoint.IMAGE_EDITS and not texts.get("prompt"):
+        raise DecodeError("Missing required parameter: 'prompt'.", "prompt")
+    if texts.get("stream") == "true":
+        raise DecodeError(f"Streaming {endpoint.path} is not supported by this gateway yet.", "stream")
+    return Call(endpoint, model, False, False, dict(texts), raw, content_type=content_type)
+
+
 def encode_upstream(call: Call, upstream_model: str) -> bytes:
     """The body to send upstream: the client's bytes, unless the model or usage option must change."""
+    if call.content_type is not None:
+        if upstream_model == call.body.get("model"):
+            return call.raw
+        return multipart.set_field(call.raw, call.content_type, "model", upstream_model)
     needs_usage = call.stream and not call.include_usage
     if upstream_model == call.model and not needs_usage:
         return call.raw
@@ -103,11 +161,26 @@ def usage_from(obj: Any) -> Usage | None:
     u = obj.get("usage")
     if not isinstance(u, dict):
         return None
+    if "prompt_tokens" not in u and ("input_tokens" in u or "total_tokens" in u):
+        return _usage_io(u)
     pd = u.get("prompt_tokens_details")
     cd = u.get("completion_tokens_details")
     return Usage(
         prompt_tokens=_int(u.get("prompt_tokens")),
         completion_tokens=_int(u.get("completion_tokens")),
+        cached_tokens=_int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0,
+        reasoning_tokens=_int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0,
+    )
+
+
+def _usage_io(u: dict[str, Any]) -> Usage:
+    """Usage named input/output (Responses, images, audio) or only a total (rerank)."""
+    pd = u.get("input_tokens_details")
+    cd = u.get("output_tokens_details")
+    prompt = _int(u.get("input_tokens")) if "input_tokens" in u else _int(u.get("total_tokens"))
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=_int(u.get("output_tokens")),
         cached_tokens=_int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0,
         reasoning_tokens=_int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0,
     )

@@ -33,13 +33,17 @@ class OpenAIDialect:
             url += f"?api-version={version}"
         else:
             url = base + call.endpoint.value
+        if call.content_type is not None:  # a multipart form goes on with its own boundary
+            headers = [("content-type", call.content_type), *headers[1:]]
         return UpstreamRequest(url, headers, wire.encode_upstream(call, upstream_model))
 
     def answer(
         self, call: wire.Call, raw: bytes | memoryview
     ) -> tuple[bytes | memoryview, Usage | None] | None:
         obj, usage = wire.usage_from_body(raw)
-        return None if obj is None else (raw, usage)
+        if obj is None:  # audio, or a transcript asked for as text: passed on as it is
+            return None if call.endpoint.json_answer else (raw, None)
+        return raw, usage
 
     def observer(self, call: wire.Call) -> wire.StreamObserver:
         return wire.StreamObserver(strip_usage=not call.include_usage)
