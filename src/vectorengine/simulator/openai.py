@@ -30,7 +30,7 @@ from urllib.parse import unquote
 import orjson
 from granian._granian import RSGIProtocolClosed
 
-from vectorengine.simulator import dialects, endpoints
+from vectorengine.simulator import dialects, endpoints, responses
 from vectorengine.simulator.cache import PromptCache
 from vectorengine.simulator.chat import (
     answer,
@@ -44,6 +44,7 @@ from vectorengine.simulator.dialects import Dialect
 from vectorengine.simulator.faults import SPEC_HELP, FaultKeyError, abort_connection, parse_fault_spec
 from vectorengine.simulator.keys import KeyFaults
 from vectorengine.simulator.ratelimit import KeyRateLimit, Rejection
+from vectorengine.simulator.responses import ResponseStore
 from vectorengine.simulator.stats import NO_KEY, CallStats
 from vectorengine.simulator.wire import (
     DONE,
@@ -232,7 +233,7 @@ class _Exchange:
             self._status(200)
             self.protocol.response_bytes(200, self.headers(JSON_TYPE), body)
 
-    async def send_events(self, events: list[bytes]) -> None:
+    async def send_events(self, events: list[bytes], *, done: bool = True) -> None:
         """Stream SSE ``events`` then the dialect's end (OpenAI's ``[DONE]``), applying a stream
         fault if one strikes."""
         self._status(200)
@@ -241,7 +242,7 @@ class _Exchange:
         )
         strike_at = min(self.fault.after_chunks, len(events)) if self.fault else -1
         delay = self.chunk_delay_ms / 1000
-        end = [DONE] if self.dialect in ("openai", "azure") else []
+        end = [DONE] if done and self.dialect in ("openai", "azure") else []
         if self.dialect == "azure" and events and b'"chat.completion.chunk"' in events[0]:
             events = [dialects.AZURE_FIRST_CHUNK, *events]
         for i, event in enumerate([*events, *end]):
@@ -276,11 +277,13 @@ class OpenAISimulator:
         self.stats = CallStats(self.config.rpm_limit, self.config.tpm_limit)
         self.keys = KeyFaults(self.config)
         self.prompt_cache = PromptCache()  # prompt prefixes seen, for Anthropic and Gemini caching
+        self.responses = ResponseStore()  # stored Responses API answers
         self._routes: dict[str, tuple[str, _Handler]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/completions": ("POST", self._completions),
             "/v1/embeddings": ("POST", self._embeddings),
             "/v1/models": ("GET", self._list_models),
+            "/v1/responses": ("POST", self._responses),
         }
 
     def __rsgi_init__(self, loop: Any) -> None:
@@ -318,6 +321,8 @@ class OpenAISimulator:
             allowed, handler, dialect = other
         elif path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
             allowed, handler = "GET", self._retrieve_model
+        elif path.startswith("/v1/responses/") and len(path) > len("/v1/responses/"):
+            allowed, handler = "GET", self._retrieve_response
         elif path in self._routes:
             allowed, handler = self._routes[path]
         else:
@@ -473,6 +478,31 @@ class OpenAISimulator:
             raise endpoints.model_not_found(model)
         await ex.send_json(endpoints.model_object(model))
 
+    # ------------------------------------------------------------------ responses
+
+    async def _responses(self, ex: _Exchange, raw: bytes) -> None:
+        request = responses.parse(_parse_json(raw), self.responses)
+        chat = request.chat
+        self._check_model(chat.model)
+        self._admit(ex, chat.model, chat.prompt_tokens, lambda: context_length_exceeded(chat))
+        segments = cache_segments(chat)
+        cached = cached_share(self.prompt_cache.longest_hit(segments))
+        self.prompt_cache.remember(segments)
+        request.chat = dataclasses.replace(chat, cached_tokens=cached)
+        result = responses.reply(request, self.responses)
+        ex.use_tokens(chat.prompt_tokens + result.usage()["output_tokens"])
+        if chat.stream:
+            await ex.send_events(result.events(), done=False)  # typed events end the stream
+        else:
+            await ex.send_json(result.response())
+
+    async def _retrieve_response(self, ex: _Exchange, raw: bytes) -> None:
+        response_id = unquote(ex.scope.path[len("/v1/responses/") :])
+        stored = self.responses.get(response_id)
+        if stored is None:
+            raise responses.not_found(response_id)
+        await ex.send_json(stored[0])
+
     # ------------------------------------------------------------------ control
 
     async def _control(self, ex: _Exchange) -> None:
@@ -497,6 +527,7 @@ class OpenAISimulator:
                 self.stats.reset()
                 self.keys.reset()
                 self.prompt_cache.clear()
+                self.responses.clear()
             answer_body = {
                 **self.stats.snapshot(),
                 "overrides": self.keys.overrides(),
