@@ -1,16 +1,19 @@
-"""Offline prompt token estimates (``o200k_base``, the GPT-4o vocabulary) for hub calls.
+"""Offline prompt token estimates for hub calls, without a tokenizer in memory.
 
-Used where the gateway must know a prompt's size without asking an upstream: the
-``count_tokens`` endpoints today. Other model families tokenize differently, so for them the
-figure is an estimate (Claude's and Gemini's counts are typically within 10-20 %).
+Used where the gateway must know a prompt's size without asking an upstream (the
+``count_tokens`` endpoints). A BPE vocabulary such as ``o200k_base`` costs 70-140 MB per worker
+process once loaded, more than the whole gateway, so the count is an estimate shaped like one:
+a word of up to 6 letters is a token and longer words one per 6 letters, each digit group of up
+to 3, each punctuation mark and each CJK character one; whitespace rides on the next word. For
+English prose it lands within about 10 % of ``o200k_base`` (the unit test has a measured sample);
+Claude's and Gemini's own tokenizers differ from OpenAI's by more than that.
 """
 
 from __future__ import annotations
 
-import functools
+import re
 from typing import Any
 
-import bpe_openai
 import orjson
 
 MESSAGE_OVERHEAD = 3  # tokens around each message (role and separators), as OpenAI counts
@@ -18,13 +21,20 @@ REPLY_PRIMING = 3
 IMAGE_TOKENS = 765  # a 1024×1024 image at high detail; low detail is 85
 
 
-@functools.cache
-def _encoding() -> Any:
-    return bpe_openai.get_encoding("o200k_base")
+_PIECES = re.compile(r"[^\W\d_]+|\d{1,3}|[^\w\s]|_", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 
 def count_text(text: str) -> int:
-    return len(_encoding().encode_ordinary(text)) if text else 0
+    total = 0
+    for piece in _PIECES.findall(text):
+        if piece[0].isalpha():
+            cjk = len(_CJK.findall(piece))
+            rest = len(piece) - cjk
+            total += cjk + (-(-rest // 6) if rest else 0)
+        else:
+            total += 1
+    return total
 
 
 def _content(content: Any) -> int:

@@ -85,3 +85,14 @@ def test_usage_of_media_answers() -> None:
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (50, 4160)
     rerank = wire.usage_from({"results": [], "usage": {"total_tokens": 31}})
     assert rerank is not None and (rerank.prompt_tokens, rerank.completion_tokens) == (31, 0)
+
+
+def test_token_estimate_is_near_o200k() -> None:
+    from vectorengine.tokencount import count_chat, count_text
+
+    # o200k_base encodes this sentence, repeated 100 times, as 901 tokens (measured with bpe-openai)
+    assert abs(count_text("Hello there, how are you doing today? " * 100) - 901) <= 90
+    short = count_chat({"messages": [{"role": "user", "content": "Hello there"}]})
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    longer = count_chat({"messages": [{"role": "user", "content": "Hello there"}], "tools": tools})
+    assert 0 < short < longer
