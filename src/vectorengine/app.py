@@ -18,11 +18,13 @@ from urllib.parse import unquote
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.failover import Failover
 from vectorengine.http import openai as openai_http
+from vectorengine.http import responses as responses_http
 from vectorengine.http.admin_api import AdminAPI
 from vectorengine.http.rsgi import send_error, send_json
 from vectorengine.ingress.anthropic import ANTHROPIC
 from vectorengine.ingress.gemini import METHODS as GEMINI_METHODS
 from vectorengine.ingress.gemini import GeminiIngress
+from vectorengine.ingress.responses import ResponsesIngress
 from vectorengine.keys import ADMIN_KEY_META, hash_key
 from vectorengine.protocol.openai import Endpoint
 from vectorengine.relay import Relay
@@ -180,6 +182,21 @@ class Gateway:
             limit = self.settings.max_body_bytes
             await openai_http.relay_request(
                 self.relay, Endpoint.CHAT, scope, protocol, request_id, limit, ANTHROPIC
+            )
+        elif path == "/v1/responses":
+            if scope.method != "POST":
+                return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use POST for {path}.")
+            limit = self.settings.max_body_bytes
+            await openai_http.relay_request(
+                self.relay, Endpoint.CHAT, scope, protocol, request_id, limit, ResponsesIngress()
+            )
+        elif path.startswith("/v1/responses/") and len(path) > len("/v1/responses/"):
+            if scope.method != "GET":
+                return _error(protocol, request_id, Kind.METHOD_NOT_ALLOWED, f"Use GET for {path}.")
+            assert self._transport is not None
+            response_id = unquote(path.removeprefix("/v1/responses/"))
+            await responses_http.retrieve(
+                self.snapshots, self._transport, scope, protocol, request_id, response_id
             )
         elif path == "/v1/messages/count_tokens":
             if scope.method != "POST":

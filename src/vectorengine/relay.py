@@ -172,7 +172,7 @@ class Relay:
         _apply_usage(rec, opened.usage)
         rec.status = resp.status
         assert opened.body is not None
-        body = req.ingress.answer(call, wire_of(opened.pick.candidate.channel), opened.body)
+        body = req.ingress.answer(call, wire_of(opened.pick.candidate.channel, call.protocol), opened.body)
         ctype = (resp.header("content-type") if body is opened.body else None) or "application/json"
         out.send(resp.status, [*_base_headers(req), ("content-type", ctype)], bytes(body))
 
@@ -181,7 +181,8 @@ class Relay:
     ) -> None:
         resp = opened.resp
         channel = opened.pick.candidate.channel
-        observer = req.ingress.stream(call, wire_of(channel), dialect_for(channel).observer(call))
+        upstream_wire = wire_of(channel, call.protocol)
+        observer = req.ingress.stream(call, upstream_wire, dialect_for(channel).observer(call, channel))
         headers = [
             *_base_headers(req),
             ("content-type", resp.header("content-type") or "text/event-stream; charset=utf-8"),

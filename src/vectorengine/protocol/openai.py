@@ -87,6 +87,14 @@ class Call:
     protocol: str = "openai"
     native: bytes | None = None
     content_type: str | None = None  # a multipart body's (with its boundary); None: JSON
+    # Why the client's request has no hub form (message, param), when only an upstream that
+    # speaks the client's protocol can serve it (a Responses request with previous_response_id).
+    untranslatable: tuple[str, str | None] | None = None
+
+    def translatable(self) -> None:
+        """Raise :class:`DecodeError` if the call can only pass through in its own protocol."""
+        if self.untranslatable is not None:
+            raise DecodeError(*self.untranslatable)
 
 
 def decode(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> Call:

@@ -21,6 +21,8 @@ def dialect_for(channel: Channel) -> Dialect:
     return _DIALECTS[UPSTREAM_TYPES[channel.type].wire]
 
 
-def wire_of(channel: Channel) -> str:
-    """The wire format ``channel``'s upstream speaks (``openai``, ``anthropic``, ``gemini``)."""
-    return UPSTREAM_TYPES[channel.type].wire
+def wire_of(channel: Channel, protocol: str = "openai") -> str:
+    """The wire format ``channel``'s upstream speaks to a client of ``protocol``: ``openai``,
+    ``anthropic``, ``gemini``, or ``responses`` when it takes Responses API calls as they are."""
+    utype = UPSTREAM_TYPES[channel.type]
+    return "responses" if protocol == "responses" and utype.responses else utype.wire

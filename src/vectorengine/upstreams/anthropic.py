@@ -43,6 +43,7 @@ class AnthropicDialect:
             if upstream_model != call.model:
                 body = orjson.dumps({**orjson.loads(body), "model": upstream_model})
             return UpstreamRequest(base_url(channel, utype) + "/v1/messages", headers, body)
+        call.translatable()
         try:
             translated = anthropic.chat_to_messages(
                 call.body,
@@ -74,7 +75,7 @@ class AnthropicDialect:
             return raw, usage
         return orjson.dumps(anthropic.message_to_chat(obj)), usage
 
-    def observer(self, call: wire.Call) -> StreamObserver:
+    def observer(self, call: wire.Call, channel: Channel) -> StreamObserver:
         translator = anthropic.MessagesToChatStream(include_usage=call.include_usage)
         return Watching(translator) if call.protocol == "anthropic" else translator
 

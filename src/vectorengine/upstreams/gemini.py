@@ -42,6 +42,7 @@ class GeminiDialect:
         url += "streamGenerateContent?alt=sse" if call.stream else "generateContent"
         if call.protocol == "gemini" and call.native is not None:
             return UpstreamRequest(url, headers, call.native)  # the model is in the URL, not the body
+        call.translatable()
         try:
             body = orjson.dumps(gemini.chat_to_generate(call.body))
         except gemini.TranslationError as exc:
@@ -63,7 +64,7 @@ class GeminiDialect:
             return raw, usage
         return orjson.dumps(gemini.generate_response_to_chat(obj, model=call.model)), usage
 
-    def observer(self, call: wire.Call) -> StreamObserver:
+    def observer(self, call: wire.Call, channel: Channel) -> StreamObserver:
         translator = gemini.GenerateToChatStream(model=call.model, include_usage=call.include_usage)
         return Watching(translator) if call.protocol == "gemini" else translator
 

@@ -10,10 +10,19 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from vectorengine.protocol import openai as wire
+from vectorengine.protocol.responses import ResponsesObserver
 from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import Channel
-from vectorengine.upstreams.dialect import UpstreamError, UpstreamRequest, base_url, request_headers
+from vectorengine.upstreams.dialect import (
+    StreamObserver,
+    UpstreamError,
+    UpstreamRequest,
+    base_url,
+    request_headers,
+)
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
 
@@ -27,6 +36,12 @@ class OpenAIDialect:
         utype = UPSTREAM_TYPES[channel.type]
         headers = request_headers(utype, channel.keys[key_index], call.stream)
         base = base_url(channel, utype)
+        if call.protocol == "responses" and utype.responses and call.native is not None:
+            body = call.native
+            if upstream_model != call.model:
+                body = orjson.dumps({**orjson.loads(body), "model": upstream_model})
+            return UpstreamRequest(base + "/responses", headers, body)
+        call.translatable()
         if utype.urls == "azure":
             version = channel.api_version or utype.api_version
             url = f"{base}/openai/deployments/{quote(upstream_model, safe='')}{call.endpoint.value}"
@@ -45,7 +60,9 @@ class OpenAIDialect:
             return None if call.endpoint.json_answer else (raw, None)
         return raw, usage
 
-    def observer(self, call: wire.Call) -> wire.StreamObserver:
+    def observer(self, call: wire.Call, channel: Channel) -> StreamObserver:
+        if call.protocol == "responses" and UPSTREAM_TYPES[channel.type].responses:
+            return ResponsesObserver()
         return wire.StreamObserver(strip_usage=not call.include_usage)
 
     def leading_error(self, first: bytes | memoryview) -> dict[str, Any] | None:

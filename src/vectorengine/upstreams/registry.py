@@ -27,6 +27,7 @@ class UpstreamType:
     urls: UrlStyle = "v1"
     headers: tuple[tuple[str, str], ...] = ()  # sent on every call
     api_version: str | None = None  # default ``api-version`` query value (azure)
+    responses: bool = False  # serves the Responses API (``/responses``) and keeps its state
     description: str = ""
 
 
@@ -36,6 +37,7 @@ _TYPES = (
         "openai",
         "bearer",
         "https://api.openai.com/v1",
+        responses=True,
         description="OpenAI, or any server that speaks the OpenAI API (LM Studio, LocalAI …)",
     ),
     UpstreamType(
