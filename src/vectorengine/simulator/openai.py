@@ -1,14 +1,15 @@
 """The OpenAI simulator: an RSGI application faithful to the OpenAI REST API's wire format.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
-``GET /v1/models``, ``GET /v1/models/{id}``; control routes ``GET /_sim/stats`` and
-``POST /_sim/reset`` (both answer the counters plus ``server_pid``; reset also drops the
-overrides), and ``GET``/``PUT``/``DELETE /_sim/keys/{key}`` to read, override or restore a
-key's fault at runtime. The same port also speaks Anthropic (``/v1/messages``), Gemini
-(``/v1beta/models/{m}:generateContent`` …) and Azure OpenAI (``/openai/deployments/{d}/…``);
-:mod:`.dialects` holds what differs. Faults are chosen by API key (see :mod:`.faults` and
-:mod:`.keys`); the headers ``x-sim-latency-ms`` and ``x-sim-chunk-delay-ms`` override the
-configured delays per request.
+``POST /v1/responses`` and ``GET /v1/responses/{id}`` (:mod:`.responses`), images, audio,
+moderations and rerank (:mod:`.media`), ``GET /v1/models``, ``GET /v1/models/{id}``. Control
+routes: ``GET /_sim/stats`` and ``POST /_sim/reset`` (both answer the counters plus
+``server_pid``; reset also drops the overrides), and ``GET``/``PUT``/``DELETE
+/_sim/keys/{key}`` to read, override or restore a key's fault at runtime. The same port also
+speaks Anthropic (``/v1/messages``), Gemini (``/v1beta/models/{m}:generateContent`` …) and
+Azure OpenAI (``/openai/deployments/{d}/…``); :mod:`.dialects` holds what differs. Faults are
+chosen by API key (see :mod:`.faults` and :mod:`.keys`); the headers ``x-sim-latency-ms`` and
+``x-sim-chunk-delay-ms`` override the configured delays per request.
 
 Every wait before or between parts of a response races Granian's ``client_disconnect()``, so
 a client that goes away is noticed at once and counted in the stats (``aborted``).
@@ -30,7 +31,7 @@ from urllib.parse import unquote
 import orjson
 from granian._granian import RSGIProtocolClosed
 
-from vectorengine.simulator import dialects, endpoints, responses
+from vectorengine.simulator import dialects, endpoints, media, responses
 from vectorengine.simulator.cache import PromptCache
 from vectorengine.simulator.chat import (
     answer,
@@ -233,6 +234,11 @@ class _Exchange:
             self._status(200)
             self.protocol.response_bytes(200, self.headers(JSON_TYPE), body)
 
+    def send_body(self, content_type: str, body: bytes) -> None:
+        """A non-JSON answer (audio, a plain-text transcript)."""
+        self._status(200)
+        self.protocol.response_bytes(200, self.headers(content_type), body)
+
     async def send_events(self, events: list[bytes], *, done: bool = True) -> None:
         """Stream SSE ``events`` then the dialect's end (OpenAI's ``[DONE]``), applying a stream
         fault if one strikes."""
@@ -284,6 +290,13 @@ class OpenAISimulator:
             "/v1/embeddings": ("POST", self._embeddings),
             "/v1/models": ("GET", self._list_models),
             "/v1/responses": ("POST", self._responses),
+            "/v1/images/generations": ("POST", self._images),
+            "/v1/images/edits": ("POST", self._image_edits),
+            "/v1/audio/speech": ("POST", self._speech),
+            "/v1/audio/transcriptions": ("POST", self._transcriptions),
+            "/v1/audio/translations": ("POST", self._translations),
+            "/v1/moderations": ("POST", self._moderations),
+            "/v1/rerank": ("POST", self._rerank),
         }
 
     def __rsgi_init__(self, loop: Any) -> None:
@@ -477,6 +490,55 @@ class OpenAISimulator:
         if model not in self.config.models:
             raise endpoints.model_not_found(model)
         await ex.send_json(endpoints.model_object(model))
+
+    # ------------------------------------------------------------------ media
+
+    def _form(self, ex: _Exchange, raw: bytes) -> media.Form:
+        return media.parse_form(raw, ex.scope.headers.get("content-type"))
+
+    async def _images(self, ex: _Exchange, raw: bytes) -> None:
+        body = _parse_json(raw)
+        self._check_model(str(body.get("model") or "dall-e-2"))
+        self._admit(ex, str(body.get("model") or "dall-e-2"), 0)
+        answer, tokens = media.images(body)
+        ex.use_tokens(tokens)
+        await ex.send_json(answer)
+
+    async def _image_edits(self, ex: _Exchange, raw: bytes) -> None:
+        form = self._form(ex, raw)
+        self._admit(ex, form.fields.get("model") or "dall-e-2", 0)
+        answer, tokens = media.image_edit(form)
+        ex.use_tokens(tokens)
+        await ex.send_json(answer)
+
+    async def _speech(self, ex: _Exchange, raw: bytes) -> None:
+        body = _parse_json(raw)
+        self._admit(ex, str(body.get("model") or "tts-1"), 0)
+        content_type, audio, units = media.speech(body)
+        ex.use_tokens(units)
+        ex.send_body(content_type, audio)
+
+    async def _transcriptions(self, ex: _Exchange, raw: bytes, translate: bool = False) -> None:
+        form = self._form(ex, raw)
+        self._admit(ex, form.fields.get("model") or "whisper-1", 0)
+        content_type, body, tokens = media.transcription(form, translate=translate)
+        ex.use_tokens(tokens)
+        ex.send_body(content_type, body)
+
+    async def _translations(self, ex: _Exchange, raw: bytes) -> None:
+        await self._transcriptions(ex, raw, translate=True)
+
+    async def _moderations(self, ex: _Exchange, raw: bytes) -> None:
+        body = _parse_json(raw)
+        self._admit(ex, str(body.get("model") or "omni-moderation-latest"), 0)
+        await ex.send_json(media.moderation(body))
+
+    async def _rerank(self, ex: _Exchange, raw: bytes) -> None:
+        body = _parse_json(raw)
+        self._admit(ex, str(body.get("model") or "rerank"), 0)
+        answer, tokens = media.rerank(body)
+        ex.use_tokens(tokens)
+        await ex.send_json(answer)
 
     # ------------------------------------------------------------------ responses
 
