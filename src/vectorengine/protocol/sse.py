@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 
 class EventSplitter:
     """Whole SSE events out of bytes that arrive split anywhere (``\\r\\n`` framing accepted)."""
@@ -31,3 +35,12 @@ class EventSplitter:
 def data_of(event: bytes) -> bytes:
     """The event's ``data:`` lines, joined."""
     return b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
+
+
+def json_object(payload: bytes) -> dict[str, Any] | None:
+    """An event's data as a JSON object, or None when it is not one."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

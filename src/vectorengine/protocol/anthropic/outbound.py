@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from vectorengine.protocol.openai import usage_from
-from vectorengine.protocol.sse import EventSplitter, data_of
+from vectorengine.protocol.sse import EventSplitter, data_of, json_object
 from vectorengine.protocol.usage import Usage
 
 STOP_REASONS = {
@@ -100,11 +100,8 @@ class ChatToMessagesStream:
     def _line(self, payload: bytes) -> bytes:
         if payload == b"[DONE]":
             return self._finish()
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(obj, dict):
+        obj = json_object(payload)
+        if obj is None:
             return b""
         if isinstance(obj.get("error"), dict):
             self.error = obj["error"]

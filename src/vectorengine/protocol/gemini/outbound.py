@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from vectorengine.protocol.openai import usage_from
-from vectorengine.protocol.sse import EventSplitter, data_of
+from vectorengine.protocol.sse import EventSplitter, data_of, json_object
 from vectorengine.protocol.usage import Usage
 
 FINISH_REASONS = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "content_filter": "SAFETY"}
@@ -119,11 +119,8 @@ class ChatToGenerateStream:
     def _line(self, payload: bytes) -> bytes:
         if payload == b"[DONE]":
             return self._end()
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(obj, dict):
+        obj = json_object(payload)
+        if obj is None:
             return b""
         if isinstance(obj.get("error"), dict):
             self.error = obj["error"]

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from vectorengine.protocol.openai import usage_from
-from vectorengine.protocol.sse import EventSplitter, data_of
+from vectorengine.protocol.sse import EventSplitter, data_of, json_object
 from vectorengine.protocol.usage import Usage
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -218,11 +218,8 @@ class ChatToResponsesStream:
             return self._finish()
         if self._finished:
             return b""
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        if not isinstance(obj, dict):
+        obj = json_object(payload)
+        if obj is None:
             return b""
         if isinstance(obj.get("error"), dict):
             self.error = obj["error"]
