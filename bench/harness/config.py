@@ -21,6 +21,8 @@ LOADGEN_SCRIPT = BENCH_DIR / "loadgen.py"
 HOST = "127.0.0.1"
 GATEWAY_PORT = 18080
 TOKEN = "sk-bench-0123456789abcdef"
+# A token billed to a user, with every limit on (all generous), to measure accounting's cost.
+BILLED_TOKEN = "sk-bench-billed-0123456789abcdef"
 ADMIN_KEY = "adm-bench-key-0123456789"
 GATEWAY_CPU = "0"
 LOAD_CPU = "1"
@@ -31,6 +33,7 @@ SCENARIOS = ("throughput", "latency", "ttft", "streamcpu", "resilience")
 
 TARGETS = {
     "cpu_us_per_request": 150.0,
+    "accounting_us": 30.0,
     "cpu_us_per_chunk": 15.0,
     "added_p99_ms": 2.0,
     "rss_mb": 150.0,
@@ -140,8 +143,22 @@ def write_config(path: Path, extra: str = "") -> None:
         f"database: sqlite:///{DB}\n"
         f"admin_key: {ADMIN_KEY}\n"
         f"channels:\n{channels}"
+        f"users:\n"
+        f"  - name: bench-user\n"
+        f"    initial_balance_usd: 1000000\n"
+        f"    daily_cap_usd: 100000\n"
+        f"    monthly_cap_usd: 1000000\n"
+        f"    rpm: 100000000\n"
         f"tokens:\n"
         f"  - name: bench\n"
         f"    key: {TOKEN}\n"
-        f"    models: [{models}]\n" + (extra.rstrip() + "\n" if extra.strip() else "")
+        f"    models: [{models}]\n"
+        f"  - name: bench-billed\n"
+        f"    key: {BILLED_TOKEN}\n"
+        f"    user: bench-user\n"
+        f"    daily_cap_usd: 100000\n"
+        f"    quota_usd: 1000000\n"
+        f"    rpm: 100000000\n"
+        f"    tpm: 100000000000\n"
+        f"    max_concurrency: 10000\n" + (extra.rstrip() + "\n" if extra.strip() else "")
     )

@@ -35,6 +35,17 @@ def summary(r: dict[str, Any]) -> str:
             f"| CPU per non-streaming request (wrk -c{WRK_CONNECTIONS}) | {v} µs{_spread(gw)} | "
             f"≤ {TARGETS['cpu_us_per_request']:g} µs | {_verdict(v <= TARGETS['cpu_us_per_request'])} |"
         )
+    billed = thr.get("gateway_billed", {})
+    if gw and billed:
+        v, extra = (
+            billed["cpu_us_per_request"],
+            round(billed["cpu_us_per_request"] - gw["cpu_us_per_request"], 1),
+        )
+        lines.append(
+            f"| accounting on the hot path: billed user, every limit on (CPU per request; extra over an "
+            f"unbilled token) | {v} µs{_spread(billed)}; extra {extra} µs | "
+            f"≤ {TARGETS['accounting_us']:g} µs extra | {_verdict(extra <= TARGETS['accounting_us'])} |"
+        )
     sc = r.get("stream_cpu", {})
     if "gateway_burst" in sc and sc["gateway_burst"].get("cpu_us_per_chunk_net") is not None:
         s = sc["gateway_burst"]

@@ -11,7 +11,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from harness.config import HEALTHY3_MODEL, RESILIENT_MODEL, UPSTREAMS, WRK_CONNECTIONS, UpstreamSpec
+from harness.config import (
+    BILLED_TOKEN,
+    HEALTHY3_MODEL,
+    RESILIENT_MODEL,
+    UPSTREAMS,
+    WRK_CONNECTIONS,
+    UpstreamSpec,
+)
 from harness.load import run_wrk
 from harness.procs import (
     children_cpu_seconds,
@@ -30,13 +37,16 @@ if TYPE_CHECKING:
 def throughput(b: Bench) -> None:
     p = b.p
     out: dict[str, Any] = {}
+    billed_env = {**b.wrk_env, "BENCH_TOKEN": BILLED_TOKEN}
     for label, url, root, other in (
         ("gateway", b.gw_url, b.gw_pid, b.up_pid()),
+        ("gateway_billed", b.gw_url, b.gw_pid, b.up_pid()),
         ("direct", UPSTREAMS[0].url, b.up_pid(), None),
     ):
+        env = billed_env if label == "gateway_billed" else b.wrk_env
         b.log(f"throughput ({label}): wrk warm-up {p.wrk_warm_s}s, then {p.wrk_s}s")
-        warm = run_wrk(b.wrk, url, p.wrk_warm_s, b.wrk_env)
-        if label == "gateway":
+        warm = run_wrk(b.wrk, url, p.wrk_warm_s, env)
+        if label.startswith("gateway"):
             b.sent_to_gateway += warm["requests"]
             b.wrk_runs_on_gateway += 1
         time.sleep(1.0)  # let the usage writer flush the warm-up's records
@@ -44,10 +54,12 @@ def throughput(b: Bench) -> None:
         time.sleep(1.0)
         idle_us_per_s = (cpu_seconds(root) - idle0) * 1e6 / (time.perf_counter() - t_idle)
 
-        def one(url: str = url, root: int = root, other: int | None = other, label: str = label) -> Any:
+        def one(
+            url: str = url, root: int = root, other: int | None = other, label: str = label, env: Any = env
+        ) -> Any:
             c0, w0, th0 = cpu_seconds(root), children_cpu_seconds(), thread_cpu(root)
             u0 = cpu_seconds(other) if other is not None else 0.0
-            res = run_wrk(b.wrk, url, p.wrk_s, b.wrk_env)
+            res = run_wrk(b.wrk, url, p.wrk_s, env)
             time.sleep(1.0)  # include the background batch write of this run's usage records
             c1, w1, th1 = cpu_seconds(root), children_cpu_seconds(), thread_cpu(root)
             u1 = cpu_seconds(other) if other is not None else 0.0
@@ -59,7 +71,7 @@ def throughput(b: Bench) -> None:
             res["wrk_cpu_s"] = round(w1 - w0, 3)
             if other is not None:
                 res["upstream_cpu_s"] = round(u1 - u0, 3)
-            if label == "gateway":
+            if label.startswith("gateway"):
                 b.sent_to_gateway += res["requests"]
                 b.wrk_runs_on_gateway += 1
             if res["non_2xx"] or any(res["socket_errors"].values()):

@@ -12,9 +12,14 @@ import itertools
 import logging
 import os
 import sys
+import time
 from typing import Any
 from urllib.parse import unquote
 
+from vectorengine.alerts import AlertWatch
+from vectorengine.billing.accountant import Accountant, Billing, Periods
+from vectorengine.billing.meter import MemoryMeter, Meter
+from vectorengine.billing.prices import PPM, load_default_prices
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.failover import Failover
 from vectorengine.http import openai as openai_http
@@ -72,10 +77,16 @@ class Gateway:
 
     async def startup(self) -> None:
         s = self.settings
-        self.store = Store.from_url(s.database)
-        group_map = {g: cfg.channel_groups for g, cfg in s.groups.items()}
-        self.snapshots = SnapshotHolder(self.store, s.snapshot_poll_s, group_map)
+        self.store = Store.from_url(s.database, s.billing.timezone)
+        self.snapshots = SnapshotHolder(self.store, s.snapshot_poll_s, load_default_prices())
         await self.snapshots.load()
+        billing = Billing(
+            timezone=s.billing.timezone,
+            prompt_margin_ppm=int(s.billing.prompt_margin * PPM),
+            default_max_output=s.billing.default_max_output,
+        )
+        self.meter = await self._meter(billing)
+        self.accountant = Accountant(self.meter, billing)
         self.usage = UsageWriter(
             self.store,
             batch_size=s.usage.batch_size,
@@ -95,27 +106,61 @@ class Gateway:
             self.health, self.pacer, strategy=s.routing.strategy, affinity_ttl_s=s.routing.affinity_ttl_s
         )
         failover = Failover(self._transport, selector, s.routing, s.upstream)
-        self.relay = Relay(self.snapshots, failover, self.usage, s.upstream.idle_timeout_s)
+        self.alerts = AlertWatch(
+            s.alerts, self.store, self.snapshots, self.meter, self._transport, s.billing.timezone
+        )
+        self.relay = Relay(
+            self.snapshots, failover, self.usage, s.upstream.idle_timeout_s, self.accountant, self.alerts.put
+        )
         prober = Prober(self.health, lambda: self.snapshots.current.channels, self._transport, s.health)
         admin_hash = hash_key(s.admin_key) if s.admin_key else await self.store.get_meta(ADMIN_KEY_META)
         self.admin = AdminAPI(
-            self.store, self.snapshots, admin_hash, s.max_body_bytes, self.health, self.pacer
+            self.store,
+            self.snapshots,
+            admin_hash,
+            s.max_body_bytes,
+            self.health,
+            self.pacer,
+            self.meter,
+            s.billing.timezone,
         )
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.snapshots.run(), name="snapshot-poll"))
         self._tasks.append(loop.create_task(prober.run(), name="health-probes"))
+        self._tasks.append(loop.create_task(self.alerts.run(), name="alerts"))
         if s.demo:
             from vectorengine.simulator import OpenAISimulator
 
             self._simulator = OpenAISimulator()
 
+    async def _meter(self, billing: Billing) -> Meter:
+        """Balances and limits: in Redis when configured (shared by every worker), else here."""
+        periods = Periods(billing.timezone).at(time.time())
+        accounts = self.store.accounts
+        if self.settings.redis:
+            from vectorengine.billing.redis_meter import RedisMeter
+
+            async def spend() -> dict[str, int]:
+                now = Periods(billing.timezone).at(time.time())
+                return await accounts.spend(now.day, now.month)
+
+            meter = RedisMeter(self.settings.redis, accounts.balance, spend)
+            await meter.seed()
+            return meter
+        local = MemoryMeter()
+        local.seed(await accounts.balances(), await accounts.spend(periods.day, periods.month))
+        return local
+
     async def shutdown(self) -> None:
         """Let in-flight requests finish, then write every queued usage record."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.settings.usage.shutdown_timeout_s)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.alerts.drain(), 5.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.meter.close()
         await self.usage.close(self.settings.usage.shutdown_timeout_s)
         if self._transport is not None:
             await self._transport.close()

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from vectorengine.billing.money import to_micro
 from vectorengine.keys import ADMIN_KEY_META, generate_key, hash_key, key_hint
-from vectorengine.settings import ChannelConfig, Settings
+from vectorengine.settings import ChannelConfig, ConfigError, Settings
 
 if TYPE_CHECKING:
     from vectorengine.store.repository import Store
@@ -81,6 +82,7 @@ async def bootstrap(settings: Settings, env: dict[str, str] | None = None) -> Bo
     try:
         out = Bootstrapped(settings=eff, demo=bool(eff.demo), new_token_keys={})
         await _sync_channels(store, eff)
+        await _sync_accounts(store, eff)
         await _sync_tokens(store, eff, out)
         if not eff.admin_key and await store.get_meta(ADMIN_KEY_META) is None:
             key = generate_key().replace("sk-ve-", "sk-admin-")
@@ -107,16 +109,55 @@ async def _sync_channels(store: Store, settings: Settings) -> None:
             await store.delete_channel(existing.id)
 
 
+async def _sync_accounts(store: Store, settings: Settings) -> None:
+    """Groups, users (and their initial balance, once) and prices from the config file."""
+    accounts = store.accounts
+    for grp in settings.groups:
+        await accounts.upsert_group(grp.name, to_micro(grp.multiplier), grp.channel_groups, "config")
+    for cfg in settings.users:
+        user = await accounts.find_user(cfg.name)
+        if user is None:
+            user = await accounts.create_user(cfg.name, cfg.group, cfg.limits(), cfg.enabled, "config")
+        else:
+            changes = {"group": cfg.group, "limits": cfg.limits(), "enabled": cfg.enabled}
+            await accounts.update_user(user.id, changes)
+        if cfg.initial_balance_usd is not None:
+            amount = to_micro(cfg.initial_balance_usd)
+            await accounts.append(
+                user.id, "initial", amount, "initial_balance_usd in the config file", once=True
+            )
+    stored = await accounts.price_sources()
+    for model, price in settings.prices.items():
+        await accounts.set_price(model, price.to_price(), "config")
+    for model, source in stored.items():  # a price that left the config file goes with it
+        if source == "config" and model not in settings.prices:
+            await accounts.delete_price(model)
+
+
+async def _user_id(store: Store, name: str | None, where: str) -> int | None:
+    if name is None:
+        return None
+    user = await store.accounts.find_user(name)
+    if user is None:
+        raise ConfigError(f"{where}.user: no user named {name!r}")
+    return user.id
+
+
 async def _sync_tokens(store: Store, settings: Settings, out: Bootstrapped) -> None:
     wanted = {t.name for t in settings.tokens}
-    for tok in settings.tokens:
+    for i, tok in enumerate(settings.tokens):
         existing = await store.find_token(name=tok.name)
         expires = tok.expires_at * 1000 if tok.expires_at is not None else None
+        user_id = await _user_id(store, tok.user, f"$.tokens[{i}]")
+        quota = to_micro(tok.quota_usd) if tok.quota_usd is not None else None
         fields: dict[str, object] = {
             "models": tok.models,
             "enabled": tok.enabled,
             "expires_at": expires,
             "group": tok.group,
+            "user_id": user_id,
+            "quota_micro_usd": quota,
+            "limits": tok.limits(),
         }
         if tok.key is not None:
             fields |= {"key_hash": hash_key(tok.key), "key_hint": key_hint(tok.key)}
@@ -131,6 +172,9 @@ async def _sync_tokens(store: Store, settings: Settings, out: Bootstrapped) -> N
                 expires_at=expires,
                 group=tok.group,
                 managed_by="config",
+                user_id=user_id,
+                quota_micro_usd=quota,
+                limits=tok.limits(),
             )
             if tok.key is None:
                 out.new_token_keys[tok.name] = key
@@ -150,7 +194,11 @@ def main() -> None:
     process never imports the database and migration libraries (its memory stays small).
     """
     settings = msgspec.json.decode(sys.stdin.buffer.read(), type=Settings)
-    result = asyncio.run(bootstrap(settings))
+    try:
+        result = asyncio.run(bootstrap(settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     sys.stdout.buffer.write(msgspec.json.encode(result))
 
 

@@ -116,6 +116,11 @@ def _serve(args: argparse.Namespace) -> None:
         overrides["workers"] = args.workers
     if overrides:
         settings = msgspec.structs.replace(settings, **overrides)
+    if settings.workers > 1 and settings.redis is None:
+        raise _UsageError(
+            f"--workers {settings.workers} needs `redis:` in the config file: balances, spend caps and "
+            "rate limits must be shared by the workers"
+        )
     _check_port_free(settings.host, settings.port)
     boot = _bootstrap_in_child(settings)
     eff = boot.settings

@@ -37,6 +37,12 @@ class Kind(enum.StrEnum):
     KEY_DISABLED = "key_disabled"
     KEY_EXPIRED = "key_expired"
     MODEL_NOT_ALLOWED = "model_not_allowed"
+    ACCOUNT_DISABLED = "account_disabled"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    MODEL_NOT_PRICED = "model_not_priced"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    SPEND_CAP_REACHED = "spend_cap_reached"  # a daily or monthly cap, or a token's quota
+    RATE_LIMITED = "rate_limited"  # the token's or user's own rpm, tpm or concurrency limit
     # upstream
     UPSTREAM_STATUS = "upstream_status"  # the provider answered with an error status
     UPSTREAM_TIMEOUT = "upstream_timeout"
@@ -47,6 +53,7 @@ class Kind(enum.StrEnum):
     # gateway
     CLIENT_ABORTED = "client_aborted"  # not sent to anyone; recorded
     OVERLOADED = "overloaded"  # the usage log is too far behind to take more requests
+    STATE_UNAVAILABLE = "state_unavailable"  # Redis (shared balances and limits) cannot be reached
     INTERNAL = "internal"
 
 
@@ -72,6 +79,12 @@ _TABLE: dict[Kind, _Row] = {
     Kind.KEY_DISABLED: _Row(Fault.POLICY, 401, "invalid_request_error", "api_key_disabled"),
     Kind.KEY_EXPIRED: _Row(Fault.POLICY, 401, "invalid_request_error", "api_key_expired"),
     Kind.MODEL_NOT_ALLOWED: _Row(Fault.POLICY, 403, "permission_error", "model_not_allowed"),
+    Kind.ACCOUNT_DISABLED: _Row(Fault.POLICY, 403, "permission_error", "account_disabled"),
+    Kind.IP_NOT_ALLOWED: _Row(Fault.POLICY, 403, "permission_error", "ip_not_allowed"),
+    Kind.MODEL_NOT_PRICED: _Row(Fault.POLICY, 403, "permission_error", "model_not_priced"),
+    Kind.INSUFFICIENT_BALANCE: _Row(Fault.POLICY, 402, "insufficient_quota", "insufficient_balance"),
+    Kind.SPEND_CAP_REACHED: _Row(Fault.POLICY, 402, "insufficient_quota", "spend_cap_reached"),
+    Kind.RATE_LIMITED: _Row(Fault.POLICY, 429, "requests", "rate_limit_exceeded"),
     Kind.UPSTREAM_STATUS: _Row(Fault.UPSTREAM, 502, "upstream_error", "upstream_error"),
     Kind.UPSTREAM_TIMEOUT: _Row(Fault.UPSTREAM, 504, "upstream_error", "upstream_timeout"),
     Kind.UPSTREAM_UNREACHABLE: _Row(Fault.UPSTREAM, 502, "upstream_error", "upstream_unreachable"),
@@ -81,6 +94,7 @@ _TABLE: dict[Kind, _Row] = {
     Kind.CLIENT_ABORTED: _Row(Fault.CALLER, 499, "invalid_request_error", "client_aborted"),
     Kind.INTERNAL: _Row(Fault.GATEWAY, 500, "server_error", "internal_error"),
     Kind.OVERLOADED: _Row(Fault.GATEWAY, 503, "server_error", "overloaded"),
+    Kind.STATE_UNAVAILABLE: _Row(Fault.GATEWAY, 503, "server_error", "state_unavailable"),
 }
 
 
@@ -166,6 +180,7 @@ _ANTHROPIC_TYPES = {
 _GOOGLE_STATUSES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     405: "INVALID_ARGUMENT",

@@ -59,6 +59,7 @@ class Opened:
     first: bytes | memoryview | None = None  # streams: the first chunk, already read
     body: bytes | memoryview | None = None  # JSON: the whole body, already checked
     usage: Usage | None = None
+    delivered: int = 0  # streams: content chunks sent to the client (prices a cut stream)
 
     async def close(self) -> None:
         if self.exchange is not None:

@@ -1,8 +1,9 @@
 """The relay pipeline: one request's path, top to bottom.
 
-    authenticate → decode → authorize → route → open an upstream answer (failover:
-    attempts on channels and keys until one answers) → deliver (pass bytes through,
-    observe usage) → record
+    authenticate → decode → authorize → route → admit (limits, caps, hold the most the
+    request can cost) → open an upstream answer (failover: attempts on channels and keys
+    until one answers) → deliver (pass bytes through, observe usage) → settle (charge what
+    was used, release the rest) → record (the usage log; the alert watch sees it too)
 
 Each step lives in a module with one job; this module only sequences them and owns the
 usage record of the request, which is queued exactly once whatever happens.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vectorengine import auth
+from vectorengine.billing.accountant import Accountant, Hold
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.failover import Failover, Opened
 from vectorengine.ingress import OPENAI, Ingress
@@ -86,10 +88,18 @@ _OVERLOADED = GatewayError(
 
 class Relay:
     def __init__(
-        self, snapshots: SnapshotHolder, failover: Failover, usage: UsageSink, idle_timeout_s: float
+        self,
+        snapshots: SnapshotHolder,
+        failover: Failover,
+        usage: UsageSink,
+        idle_timeout_s: float,
+        accountant: Accountant,
+        watch: Callable[[UsageRecord], None] | None = None,
     ) -> None:
+        self._watch = watch  # sees every record after it is queued (alerts)
         self._snapshots = snapshots
         self._failover = failover
+        self._accountant = accountant
         self._usage = usage
         self._idle_s = idle_timeout_s
 
@@ -107,6 +117,7 @@ class Relay:
         )
         started = False  # whether the client has been sent a status line
         opened: Opened | None = None
+        hold: Hold | None = None
         gone: _Gone | None = None
         try:
             snapshot = self._snapshots.current
@@ -122,6 +133,11 @@ class Relay:
                     f"The model `{call.model}` does not exist or you do not have access to it.",
                     param="model",
                 )
+            user = snapshot.users.get(token.user_id) if token.user_id is not None else None
+            price = snapshot.prices.get(call.model)
+            hold = await self._accountant.admit(
+                token, user, price, snapshot.multiplier_ppm(token), call, req.client_ip
+            )
             if call.stream:  # a client that leaves cancels the upstream call at once
                 gone = _Gone(out)
             rec.attempts = []
@@ -156,6 +172,11 @@ class Relay:
         finally:
             if gone is not None:
                 gone.stop()
+            if hold is not None:
+                answer = bytes(opened.body) if opened is not None and opened.body is not None else None
+                usage = opened.usage if opened is not None else None
+                delivered = opened.delivered if opened is not None else 0
+                self._accountant.settle(hold, rec, usage, opened is not None, delivered, answer)
             if opened is not None:
                 await opened.close()
             if not rec.attempts or (len(rec.attempts) == 1 and rec.attempts[0].outcome == "won"):
@@ -164,6 +185,8 @@ class Relay:
                 rec.attempts = None
             rec.latency_ms = _ms_since(req.t0)
             self._usage.put(rec)
+            if self._watch is not None:
+                self._watch(rec)
 
     def _deliver_json(
         self, req: Inbound, call: wire.Call, opened: Opened, out: Responder, rec: UsageRecord
@@ -193,6 +216,7 @@ class Relay:
         read, feed, send = resp.next_chunk, observer.feed, sink.send
         idle = opened.pick.candidate.channel.timeouts.idle_s or self._idle_s
         now = asyncio.get_running_loop().time
+        sent = 0  # content chunks the client has been sent
         try:
             try:
                 # The idle timer is pushed back at most every tenth of its length, so a stream
@@ -206,12 +230,14 @@ class Relay:
                             rec.ttft_ms = _ms_since(req.t0)
                         if data:
                             await send(data)
+                            sent = int(observer.content_seen)
                         chunk = await read()
                         timer.reschedule(now() + idle)
                     while chunk is not None:
                         data = feed(chunk)
                         if data:
                             await send(data)
+                            sent += 1
                         chunk = await read()
                         t = now()
                         if t - pushed > step:
@@ -243,6 +269,7 @@ class Relay:
             raise ClientGone() from exc
         finally:
             opened.usage = observer.usage
+            opened.delivered = sent
             _apply_usage(rec, observer.usage)
 
 
@@ -285,6 +312,7 @@ def _apply_usage(rec: UsageRecord, usage: Usage | None) -> None:
         rec.completion_tokens = usage.completion_tokens
         rec.cached_tokens = usage.cached_tokens
         rec.reasoning_tokens = usage.reasoning_tokens
+        rec.cache_write_tokens = usage.cache_write_tokens
 
 
 def _base_headers(req: Inbound) -> ResponseHeaders:

@@ -7,15 +7,20 @@ module-level settings.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import zoneinfo
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 import yaml
 
-from vectorengine.store.records import Hedge, Timeouts
+from vectorengine.billing.money import MoneyError, to_micro
+from vectorengine.billing.prices import PriceConfig
+from vectorengine.store.records import Hedge, Limits, Timeouts
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
 DEFAULT_DATABASE = "sqlite:///./data/vectorengine.db"
@@ -49,13 +54,64 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     api_version: str | None = None  # azure: api-version (default: the upstream type's)
 
 
-class TokenConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+Usd = Decimal  # decimal USD, parsed exactly (YAML 0.1 is 0.1); checked non-negative by _check
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class LimitsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Limits of a token or user, as written in the config file."""
+
+    daily_cap_usd: Usd | None = None
+    monthly_cap_usd: Usd | None = None
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    max_concurrency: PositiveInt | None = None
+    ip_allow: list[str] | None = None  # CIDRs
+    suspend_on_anomaly: bool | None = None  # disable automatically when an anomaly alert fires
+
+    def limits(self) -> Limits:
+        def micro(v: Decimal | None) -> int | None:
+            return None if v is None else to_micro(v)
+
+        return Limits(
+            daily_cap_micro_usd=micro(self.daily_cap_usd),
+            monthly_cap_micro_usd=micro(self.monthly_cap_usd),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            max_concurrency=self.max_concurrency,
+            ip_allow=tuple(self.ip_allow) if self.ip_allow is not None else None,
+            suspend_on_anomaly=self.suspend_on_anomaly,
+        )
+
+
+class TokenConfig(LimitsConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: Name
     key: Annotated[str, msgspec.Meta(min_length=16, max_length=200)] | None = None
     models: list[str] | None = None
     enabled: bool = True
     expires_at: int | None = None  # unix seconds
+    group: Name = "default"  # routing group of a token without a user (a user's tokens use the user's)
+    user: Name | None = None  # the user it bills; None: nobody (automation)
+    quota_usd: Usd | None = None  # the most it may ever spend
+
+
+class UserConfig(LimitsConfig, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
     group: Name = "default"
+    enabled: bool = True
+    initial_balance_usd: Usd | None = None  # applied once, as a ledger entry, on first start
+
+
+class GroupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    multiplier: Decimal = Decimal(1)  # prices × this
+    channel_groups: Annotated[list[Name], msgspec.Meta(min_length=1)] | None = None  # default: [name]
+
+
+class BillingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    timezone: str = "UTC"  # where calendar days and months (spend caps, rollups) begin
+    prompt_margin: Decimal = Decimal("0.25")  # the hold counts the prompt estimate × (1 + this)
+    default_max_output: PositiveInt = 4096  # tokens held for a model whose price has no max_output
 
 
 class UsageConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -97,6 +153,25 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     probe_tick_ms: Annotated[float, msgspec.Meta(ge=10)] = 100.0
 
 
+class Webhook(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    secret: Annotated[str, msgspec.Meta(min_length=16)]
+
+
+class AlertsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    webhooks: list[Webhook] = []
+    cap_thresholds: list[Annotated[float, msgspec.Meta(gt=0, le=1)]] = msgspec.field(
+        default_factory=lambda: [0.5, 0.8, 1.0]
+    )  # fractions of each spend cap and quota
+    balance_below_usd: Decimal | None = None  # alert when a user's balance falls below this
+    anomaly_factor: Annotated[float, msgspec.Meta(gt=1)] = 5.0
+    anomaly_min_requests: Annotated[int, msgspec.Meta(ge=1)] = 50  # per 5 minutes, the floor of a baseline
+    anomaly_min_spend_usd: Decimal = Decimal(1)  # per 5 minutes, the floor of a spend baseline
+    auth_failures_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 20  # from one address
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 6
+    retry_base_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+
+
 class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 4
     deadline_s: Seconds = 600.0  # for all attempts of a request, until its response starts
@@ -106,10 +181,6 @@ class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     fallbacks: dict[str, list[str]] = {}  # model → models to try when its channels are exhausted
     context_fallbacks: dict[str, list[str]] = {}  # model → larger-context models (context_length_exceeded)
     hedge: dict[str, Hedge] = {}  # model → hedging policy
-
-
-class GroupConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    channel_groups: Annotated[list[Name], msgspec.Meta(min_length=1)]
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -124,7 +195,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     upstream: UpstreamConfig = UpstreamConfig()
     health: HealthConfig = HealthConfig()
     routing: RoutingConfig = RoutingConfig()
-    groups: dict[str, GroupConfig] = {}  # token group → channel groups (default: the same name)
+    redis: str | None = None  # redis://host:port/db — shared balances and limits for several workers
+    billing: BillingConfig = BillingConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    groups: list[GroupConfig] = []  # price multiplier and channel groups of each user group
+    users: list[UserConfig] = []
+    prices: dict[str, PriceConfig] = {}  # model → price, over the shipped defaults
     channels: list[ChannelConfig] = []
     tokens: list[TokenConfig] = []
 
@@ -237,8 +313,65 @@ def _check(settings: Settings) -> None:
         if tok.name in names:
             raise ConfigError(f"$.tokens[{i}].name: duplicate token name {tok.name!r}")
         names.add(tok.name)
+        _check_money(tok, f"$.tokens[{i}]", ("quota_usd",))
+    groups = {"default"}
+    for i, grp in enumerate(settings.groups):
+        if grp.name in groups and grp.name != "default":
+            raise ConfigError(f"$.groups[{i}].name: duplicate group name {grp.name!r}")
+        groups.add(grp.name)
+        try:
+            to_micro(grp.multiplier, negative=False)
+        except MoneyError as exc:
+            raise ConfigError(f"$.groups[{i}].multiplier: {exc}") from None
+    users: set[str] = set()
+    for i, user in enumerate(settings.users):
+        where = f"$.users[{i}]"
+        if user.name in users:
+            raise ConfigError(f"{where}.name: duplicate user name {user.name!r}")
+        users.add(user.name)
+        if user.group not in groups:
+            raise ConfigError(f"{where}.group: no group named {user.group!r} in $.groups")
+        _check_money(user, where, ("initial_balance_usd",))
+    for model, price in settings.prices.items():
+        try:
+            price.to_price()
+        except MoneyError as exc:
+            raise ConfigError(f"$.prices.{model}: {exc}") from None
+    for name in ("balance_below_usd", "anomaly_min_spend_usd"):
+        value = getattr(settings.alerts, name)
+        if value is not None:
+            try:
+                to_micro(value, negative=False)
+            except MoneyError as exc:
+                raise ConfigError(f"$.alerts.{name}: {exc}") from None
+    if not 0 <= settings.billing.prompt_margin <= 10:
+        raise ConfigError("$.billing.prompt_margin: must be between 0 and 10")
+    try:
+        zoneinfo.ZoneInfo(settings.billing.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"$.billing.timezone: unknown time zone {settings.billing.timezone!r}") from None
+    if settings.workers > 1 and settings.redis is None:
+        raise ConfigError(
+            "$.redis: with several workers, balances, spend caps and rate limits must be shared; "
+            "set redis: redis://HOST:PORT/DB (or run one worker)"
+        )
     if not settings.database.startswith(("sqlite", "postgresql", "postgres")):
         raise ConfigError("$.database: expected a sqlite:/// or postgresql+asyncpg:// URL")
+
+
+def _check_money(cfg: LimitsConfig, where: str, extra: tuple[str, ...]) -> None:
+    for name in ("daily_cap_usd", "monthly_cap_usd", *extra):
+        value = getattr(cfg, name)
+        if value is not None:
+            try:
+                to_micro(value, negative=False)
+            except MoneyError as exc:
+                raise ConfigError(f"{where}.{name}: {exc}") from None
+    for j, cidr in enumerate(cfg.ip_allow or ()):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}.ip_allow[{j}]: not an IP network: {cidr!r}") from None
 
 
 def encode_settings(settings: Settings) -> bytes:

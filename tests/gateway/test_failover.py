@@ -170,10 +170,12 @@ def test_a_429_cools_the_key_down_for_its_retry_after(sim: SimHandle, tmp_path: 
     limited, good = "fault-429-ra2_cool", "good-cool"
     gw = gateway(tmp_path, [channel("pool", sim, [limited, good])])
     try:
-        t0 = time.monotonic()
+        slowest = 0.0
         for _ in range(40):
+            t0 = time.monotonic()
             ask(gw, False)
-        assert time.monotonic() - t0 < 1.5
+            slowest = max(slowest, time.monotonic() - t0)
+        assert slowest < 1.0  # no request waited out the 2 s cooldown: they went to the good key
         assert sim.calls(limited) == 1
         key = health(gw, "pool")[0]
         assert key["state"] == "cooling" and "rate_limited" in key["reason"]

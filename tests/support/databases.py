@@ -14,6 +14,7 @@ PG_HOST = os.environ.get("VE_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("VE_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("VE_TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("VE_TEST_PG_DB", "test")
+REDIS_URL = os.environ.get("VE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 async def _admin(sql: str) -> None:
@@ -55,3 +56,15 @@ def postgres_database() -> Iterator[str]:
         yield f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     finally:
         _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def redis_url() -> str:
+    """The tests' Redis database, emptied. Like PostgreSQL, an unreachable server is an error."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return REDIS_URL

@@ -7,61 +7,37 @@ the change applies at once. The route table below is also the source of the Open
 from __future__ import annotations
 
 import hmac
-import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 
+from vectorengine import auth
+from vectorengine.billing.meter import Meter
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.http import admin_schema as s
+from vectorengine.http.accounts_api import ACCOUNT_ROUTES, me, redeem, token_out
+from vectorengine.http.admin_base import (
+    AdminRequest,
+    Reply,
+    Route,
+    decode_body,
+    int_param,
+    send_reply,
+    set_fields,
+    time_param,
+)
+from vectorengine.http.reports_api import REPORT_ROUTES
 from vectorengine.http.rsgi import read_body, send_error
 from vectorengine.keys import generate_key, hash_key, key_hint
 from vectorengine.routing.health import HealthBoard
 from vectorengine.routing.pacing import Pacer
-from vectorengine.store.records import Channel, StoredUsage, Token, UsageFilter
-from vectorengine.store.repository import Store
+from vectorengine.store.records import Channel, StoredUsage, UsageFilter
+from vectorengine.store.repository import Store, now_ms
 from vectorengine.store.snapshot import SnapshotHolder
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
 
-_ENCODER = msgspec.json.Encoder()
-_T = TypeVar("_T")
-
-
-@dataclass(slots=True)
-class AdminRequest:
-    method: str
-    path_params: dict[str, str]
-    query: dict[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    body: Any = None  # a msgspec struct / JSON-able object; None with 204
-
-
-Handler = Callable[["AdminAPI", AdminRequest], Awaitable[Reply]]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    method: str
-    path: str  # with {param} placeholders
-    handler: Handler
-    summary: str
-    request: type | None = None
-    response: type | None = None
-    status: int = 200
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
-
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.path) + "$")
+_SELF_SERVICE = {"/api/me": "GET", "/api/redeem": "POST"}
 
 
 class AdminAPI:
@@ -73,7 +49,11 @@ class AdminAPI:
         max_body: int,
         health: HealthBoard,
         pacer: Pacer,
+        meter: Meter,
+        timezone: str = "UTC",
     ) -> None:
+        self.meter = meter
+        self.timezone = timezone
         self.store = store
         self.health = health
         self.pacer = pacer
@@ -88,16 +68,29 @@ class AdminAPI:
             if scope.path == "/api/openapi.json":
                 from vectorengine.http.openapi import document
 
-                _send(protocol, Reply(200, document()), rid)
+                send_reply(protocol, Reply(200, document()), rid)
+                return
+            if scope.path in _SELF_SERVICE:  # a user's own key, not the admin key
+                method = _SELF_SERVICE[scope.path]
+                if scope.method != method:
+                    raise GatewayError(Kind.METHOD_NOT_ALLOWED, f"Use {method} for {scope.path}.")
+                token = auth.authenticate(
+                    self.snapshots.current, auth.bearer(scope.headers.get("authorization")), now_ms()
+                )
+                if scope.path == "/api/me":
+                    reply = Reply(200, await me(self, token))
+                else:
+                    body = await read_body(scope, protocol, self.max_body)
+                    reply = Reply(201, await redeem(self, token, body))
+                send_reply(protocol, reply, rid)
                 return
             self._authorize(scope.headers.get("authorization"))
             route, params = self._match(scope.method, scope.path)
-            body = (
-                await read_body(scope, protocol, self.max_body) if scope.method in ("POST", "PATCH") else b""
-            )
+            writes = scope.method in ("POST", "PATCH", "PUT")
+            body = await read_body(scope, protocol, self.max_body) if writes else b""
             query = dict(parse_qsl(scope.query_string, keep_blank_values=False))
             reply = await route.handler(self, AdminRequest(scope.method, params, query, body))
-            _send(protocol, reply, rid)
+            send_reply(protocol, reply, rid)
         except GatewayError as err:
             send_error(protocol, err, rid)
 
@@ -120,38 +113,6 @@ class AdminAPI:
         if path_matched:
             raise GatewayError(Kind.METHOD_NOT_ALLOWED, f"Method {method} is not allowed on {path}.")
         raise GatewayError(Kind.ROUTE_NOT_FOUND, f"Unknown admin URL: {method} {path}")
-
-
-def _send(protocol: Any, reply: Reply, headers: list[tuple[str, str]]) -> None:
-    if reply.body is None:
-        protocol.response_empty(reply.status, headers)
-        return
-    protocol.response_bytes(
-        reply.status, [*headers, ("content-type", "application/json")], _ENCODER.encode(reply.body)
-    )
-
-
-def _decode(body: bytes, typ: type[_T]) -> _T:
-    try:
-        return msgspec.json.decode(body or b"{}", type=typ)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        m = re.search(r"at `\$\.?([^`]*)`", message)
-        raise GatewayError(Kind.INVALID_REQUEST, message, param=m.group(1) if m else None) from None
-    except msgspec.DecodeError as exc:
-        raise GatewayError(Kind.INVALID_JSON, f"The request body is not valid JSON: {exc}") from None
-
-
-def _int_param(req: AdminRequest, name: str, value: str | None = None) -> int:
-    raw = value if value is not None else req.path_params.get(name, "")
-    try:
-        return int(raw)
-    except ValueError:
-        raise GatewayError(Kind.INVALID_REQUEST, f"`{name}` must be an integer.", param=name) from None
-
-
-def _set_fields(patch: msgspec.Struct) -> dict[str, Any]:
-    return {f: v for f in patch.__struct_fields__ if (v := getattr(patch, f)) is not msgspec.UNSET}
 
 
 # -- channels --------------------------------------------------------------------------------
@@ -199,7 +160,7 @@ async def list_channels(api: AdminAPI, req: AdminRequest) -> Reply:
 
 
 async def create_channel(api: AdminAPI, req: AdminRequest) -> Reply:
-    body = _decode(req.body, s.ChannelCreate)
+    body = decode_body(req.body, s.ChannelCreate)
     fields = msgspec.structs.asdict(body)
     _check_channel(fields, body.models)
     try:
@@ -213,15 +174,15 @@ async def create_channel(api: AdminAPI, req: AdminRequest) -> Reply:
 
 
 async def get_channel(api: AdminAPI, req: AdminRequest) -> Reply:
-    ch = await api.store.get_channel(_int_param(req, "id"))
+    ch = await api.store.get_channel(int_param(req, "id"))
     if ch is None:
         raise GatewayError(Kind.NOT_FOUND, "No such channel.")
     return Reply(200, _channel_out(ch))
 
 
 async def patch_channel(api: AdminAPI, req: AdminRequest) -> Reply:
-    channel_id = _int_param(req, "id")
-    changes = _set_fields(_decode(req.body, s.ChannelPatch))
+    channel_id = int_param(req, "id")
+    changes = set_fields(decode_body(req.body, s.ChannelPatch))
     current = await api.store.get_channel(channel_id)
     if current is None:
         raise GatewayError(Kind.NOT_FOUND, "No such channel.")
@@ -238,7 +199,7 @@ async def patch_channel(api: AdminAPI, req: AdminRequest) -> Reply:
 
 
 async def delete_channel(api: AdminAPI, req: AdminRequest) -> Reply:
-    if not await api.store.delete_channel(_int_param(req, "id")):
+    if not await api.store.delete_channel(int_param(req, "id")):
         raise GatewayError(Kind.NOT_FOUND, "No such channel.")
     await api.snapshots.load()
     return Reply(204)
@@ -246,7 +207,7 @@ async def delete_channel(api: AdminAPI, req: AdminRequest) -> Reply:
 
 def _live_channel(api: AdminAPI, req: AdminRequest) -> Channel:
     """The channel as the relay sees it now (health is kept per worker, in memory)."""
-    ch = api.snapshots.current.channels.get(_int_param(req, "id"))
+    ch = api.snapshots.current.channels.get(int_param(req, "id"))
     if ch is None:
         raise GatewayError(Kind.NOT_FOUND, "No such channel.")
     return ch
@@ -269,7 +230,7 @@ async def channel_health(api: AdminAPI, req: AdminRequest) -> Reply:
 
 async def reset_key(api: AdminAPI, req: AdminRequest) -> Reply:
     ch = _live_channel(api, req)
-    index = _int_param(req, "index")
+    index = int_param(req, "index")
     if not 0 <= index < len(ch.keys):
         raise GatewayError(Kind.NOT_FOUND, "No such key index on this channel.", param="index")
     api.health.reset(ch.id, index)
@@ -279,27 +240,18 @@ async def reset_key(api: AdminAPI, req: AdminRequest) -> Reply:
 # -- tokens ----------------------------------------------------------------------------------
 
 
-def _token_out(tok: Token) -> s.TokenOut:
-    return s.TokenOut(
-        id=tok.id,
-        name=tok.name,
-        key_hint=tok.key_hint,
-        models=list(tok.models) if tok.models is not None else None,
-        enabled=tok.enabled,
-        expires_at=tok.expires_at // 1000 if tok.expires_at is not None else None,
-        managed_by=tok.managed_by,
-        created_at=tok.created_at,
-        updated_at=tok.updated_at,
-        group=tok.group,
-    )
+def _known_user(api: AdminAPI, user_id: int | None) -> int | None:
+    if user_id is not None and user_id not in api.snapshots.current.users:
+        raise GatewayError(Kind.INVALID_REQUEST, f"No user with id {user_id}.", param="user_id")
+    return user_id
 
 
 async def list_tokens(api: AdminAPI, req: AdminRequest) -> Reply:
-    return Reply(200, [_token_out(t) for t in await api.store.list_tokens()])
+    return Reply(200, [token_out(t) for t in await api.store.list_tokens()])
 
 
 async def create_token(api: AdminAPI, req: AdminRequest) -> Reply:
-    body = _decode(req.body, s.TokenCreate)
+    body = decode_body(req.body, s.TokenCreate)
     key = body.key or generate_key()
     try:
         tok = await api.store.create_token(
@@ -310,50 +262,38 @@ async def create_token(api: AdminAPI, req: AdminRequest) -> Reply:
             enabled=body.enabled,
             expires_at=body.expires_at * 1000 if body.expires_at is not None else None,
             group=body.group,
+            user_id=_known_user(api, body.user_id),
+            quota_micro_usd=body.quota_micro_usd,
+            limits=body.limits,
         )
     except KeyError:
         raise GatewayError(Kind.CONFLICT, "That key is already in use.", param="key") from None
     await api.snapshots.load()
-    out = _token_out(tok)
+    out = token_out(tok)
     return Reply(201, s.TokenCreated(**msgspec.structs.asdict(out), key=key))
 
 
 async def patch_token(api: AdminAPI, req: AdminRequest) -> Reply:
-    changes = _set_fields(_decode(req.body, s.TokenPatch))
+    changes = set_fields(decode_body(req.body, s.TokenPatch))
     if changes.get("expires_at") is not None:
         changes["expires_at"] *= 1000
-    tok = await api.store.update_token(_int_param(req, "id"), changes)
+    if changes.get("user_id") is not None:
+        _known_user(api, changes["user_id"])
+    tok = await api.store.update_token(int_param(req, "id"), changes)
     if tok is None:
         raise GatewayError(Kind.NOT_FOUND, "No such token.")
     await api.snapshots.load()
-    return Reply(200, _token_out(tok))
+    return Reply(200, token_out(tok))
 
 
 async def delete_token(api: AdminAPI, req: AdminRequest) -> Reply:
-    if not await api.store.delete_token(_int_param(req, "id")):
+    if not await api.store.delete_token(int_param(req, "id")):
         raise GatewayError(Kind.NOT_FOUND, "No such token.")
     await api.snapshots.load()
     return Reply(204)
 
 
 # -- usage -----------------------------------------------------------------------------------
-
-
-def _time_param(name: str, value: str | None) -> int | None:
-    """Unix seconds (int or float) or an ISO 8601 time → unix ms."""
-    if value is None:
-        return None
-    try:
-        return int(float(value) * 1000)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise GatewayError(
-            Kind.INVALID_REQUEST, f"`{name}` must be unix seconds or an ISO 8601 time.", param=name
-        ) from None
-    return int(dt.timestamp() * 1000)
 
 
 def _usage_out(u: StoredUsage) -> s.UsageOut:
@@ -366,18 +306,18 @@ async def list_usage(api: AdminAPI, req: AdminRequest) -> Reply:
     if unknown:
         name = sorted(unknown)[0]
         raise GatewayError(Kind.INVALID_REQUEST, f"Unknown query parameter `{name}`.", param=name)
-    limit = _int_param(req, "limit", q.get("limit", "100"))
+    limit = int_param(req, "limit", q.get("limit", "100"))
     if not 1 <= limit <= 1000:
         raise GatewayError(Kind.INVALID_REQUEST, "`limit` must be between 1 and 1000.", param="limit")
     flt = UsageFilter(
-        token_id=_int_param(req, "token", q["token"]) if "token" in q else None,
+        token_id=int_param(req, "token", q["token"]) if "token" in q else None,
         model=q.get("model"),
-        channel_id=_int_param(req, "channel", q["channel"]) if "channel" in q else None,
-        status=_int_param(req, "status", q["status"]) if "status" in q else None,
-        since_ms=_time_param("since", q.get("since")),
-        until_ms=_time_param("until", q.get("until")),
+        channel_id=int_param(req, "channel", q["channel"]) if "channel" in q else None,
+        status=int_param(req, "status", q["status"]) if "status" in q else None,
+        since_ms=time_param("since", q.get("since")),
+        until_ms=time_param("until", q.get("until")),
     )
-    after = _int_param(req, "after", q["after"]) if "after" in q else None
+    after = int_param(req, "after", q["after"]) if "after" in q else None
     rows = await api.store.query_usage(flt, limit=limit + 1, after=after)
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -448,4 +388,6 @@ ROUTES: tuple[Route, ...] = (
         query=_USAGE_QUERY,
     ),
     Route("GET", "/api/usage/{request_id}", get_usage, "One request's usage record", response=s.UsageOut),
+    *ACCOUNT_ROUTES,
+    *REPORT_ROUTES,
 )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
-from vectorengine.store.records import AttemptRecord, Hedge, Timeouts
+from vectorengine.billing.prices import Price
+from vectorengine.store.records import AttemptRecord, Hedge, Limits, Timeouts
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Models = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
@@ -109,7 +110,10 @@ class TokenCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: Models | None = None
     enabled: bool = True
     expires_at: int | None = None  # unix seconds
-    group: Name = "default"
+    group: Name = "default"  # routing group of a token without a user
+    user_id: int | None = None  # the user it bills; None: nobody
+    quota_micro_usd: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    limits: Limits = Limits()
 
 
 class TokenPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -118,6 +122,9 @@ class TokenPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
     expires_at: int | msgspec.UnsetType | None = msgspec.UNSET
     group: Name | msgspec.UnsetType = msgspec.UNSET
+    user_id: int | msgspec.UnsetType | None = msgspec.UNSET
+    quota_micro_usd: Annotated[int, msgspec.Meta(ge=0)] | msgspec.UnsetType | None = msgspec.UNSET
+    limits: Limits | msgspec.UnsetType = msgspec.UNSET
 
 
 class TokenOut(msgspec.Struct, kw_only=True):
@@ -131,6 +138,9 @@ class TokenOut(msgspec.Struct, kw_only=True):
     created_at: int
     updated_at: int
     group: str
+    user_id: int | None = None
+    quota_micro_usd: int | None = None
+    limits: Limits = Limits()
 
 
 class TokenCreated(TokenOut, kw_only=True):
@@ -159,6 +169,14 @@ class UsageOut(msgspec.Struct, kw_only=True):
     reasoning_tokens: int
     client_ip: str | None
     attempts: list[AttemptRecord] | None  # every try on a channel and key, in order; None before routing
+    user_id: int | None = None
+    cost_micro_usd: int = 0  # charged
+    reserved_micro_usd: int = 0  # held before the upstream call
+    unbilled_micro_usd: int = 0  # used beyond the hold, never charged
+    price: Price | None = None  # unit prices charged with (micro-USD; token rates per 1M tokens)
+    multiplier_ppm: int | None = None  # group multiplier charged with, parts per million
+    usage_estimated: bool = False  # the upstream reported no usage; tokens were estimated
+    cache_write_tokens: int = 0
 
 
 class UsagePage(msgspec.Struct, kw_only=True):
@@ -177,3 +195,161 @@ class ErrorDetail(msgspec.Struct, kw_only=True):
 
 class ErrorOut(msgspec.Struct, kw_only=True):
     error: ErrorDetail
+
+
+# -- accounting ---------------------------------------------------------------------------------
+
+Micro = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class GroupIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    multiplier_ppm: Micro = 1_000_000  # prices × multiplier_ppm / 1,000,000
+    channel_groups: Groups | None = None  # default: the channel group of the same name
+
+
+class GroupOut(msgspec.Struct, kw_only=True):
+    name: str
+    multiplier_ppm: int
+    channel_groups: list[str] | None
+    managed_by: str
+
+
+class UserCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    group: Name = "default"
+    enabled: bool = True
+    limits: Limits = Limits()
+
+
+class UserPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    group: Name | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    limits: Limits | msgspec.UnsetType = msgspec.UNSET
+    # Set the balance: appends an `adjustment` ledger entry of the difference.
+    balance_micro_usd: Micro | msgspec.UnsetType = msgspec.UNSET
+
+
+class UserOut(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    group: str
+    enabled: bool
+    limits: Limits
+    balance_micro_usd: int  # the sum of the ledger entries written so far
+    available_micro_usd: int | None  # live: less the holds of requests in flight and unwritten charges
+    managed_by: str
+    created_at: int
+    updated_at: int
+
+
+class TopUp(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    amount_micro_usd: Annotated[int, msgspec.Meta(ge=1, le=10**15)]
+    note: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class LedgerEntryOut(msgspec.Struct, kw_only=True):
+    id: int
+    user_id: int
+    kind: str  # initial | topup | charge | redemption | adjustment
+    amount_micro_usd: int
+    created_at: int
+    request_id: str | None
+    note: str | None
+
+
+class LedgerPage(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[LedgerEntryOut]
+    has_more: bool
+    next_after: int | None
+
+
+class PriceOut(msgspec.Struct, kw_only=True):
+    model: str
+    price: Price
+    source: str  # default (shipped) | config | api
+
+
+class SpendOut(msgspec.Struct, kw_only=True):
+    cap_micro_usd: int | None
+    spent_micro_usd: int  # includes the holds of requests in flight
+
+
+class DayOut(msgspec.Struct, kw_only=True):
+    day: str  # YYYYMMDD in the billing time zone
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro_usd: int
+
+
+class MeOut(msgspec.Struct, kw_only=True):
+    user: UserOut | None  # None: the key bills nobody
+    token: TokenOut  # the key used for this call
+    tokens: list[TokenOut]  # all the user's keys
+    spend: dict[str, SpendOut]  # token_daily, token_monthly, user_daily, user_monthly
+    usage: list[DayOut]  # the last 30 days, the user's (or this key's) requests and cost
+
+
+class CodesCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    count: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    value_micro_usd: Annotated[int, msgspec.Meta(ge=1, le=10**15)]
+    batch: Name
+    expires_at: int | None = None  # unix seconds
+
+
+class CodesCreated(msgspec.Struct, kw_only=True):
+    batch: str
+    value_micro_usd: int
+    expires_at: int | None
+    codes: list[str]  # shown once, stored only as hashes
+
+
+class CodeOut(msgspec.Struct, kw_only=True):
+    id: int
+    code_hint: str
+    batch: str
+    value_micro_usd: int
+    expires_at: int | None  # unix seconds
+    created_at: int
+    redeemed_by: int | None
+    redeemed_at: int | None
+
+
+class Redeem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    code: Annotated[str, msgspec.Meta(min_length=8, max_length=100)]
+
+
+class RollupOut(msgspec.Struct, kw_only=True):
+    day: str  # YYYYMMDD, billing time zone
+    user_id: int  # 0: none
+    token_id: int
+    model: str
+    channel_id: int  # 0: none (refused before routing)
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    cost_micro_usd: int
+
+
+class AlertOut(msgspec.Struct, kw_only=True):
+    id: int
+    created_at: int
+    kind: str
+    subject: str  # token:ID, user:ID or ip:ADDRESS
+    message: str
+    data: dict[str, Any]
+    delivered: bool  # reached every webhook
+    delivery_attempts: int
+
+
+class AlertPage(msgspec.Struct, kw_only=True):
+    object: str = "list"
+    data: list[AlertOut]
+    has_more: bool
+    next_after: int | None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from vectorengine.billing.prices import Price
+
 
 class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
     """Per-channel upstream timeouts in seconds; ``None`` takes the global ``upstream`` default."""
@@ -47,6 +49,21 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     api_version: str | None = None  # azure: the api-version query value; None: the type's default
 
 
+class Limits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """Limits a token or a user carries; ``None`` is no limit."""
+
+    daily_cap_micro_usd: int | None = None  # spend per calendar day (billing time zone)
+    monthly_cap_micro_usd: int | None = None  # spend per calendar month
+    rpm: int | None = None  # requests in any 60 s
+    tpm: int | None = None  # prompt + completion tokens in any 60 s
+    max_concurrency: int | None = None  # requests in flight at once
+    ip_allow: tuple[str, ...] | None = None  # CIDRs the requests must come from
+    suspend_on_anomaly: bool | None = None  # disable the token when an anomaly alert fires
+
+
+NO_LIMITS = Limits()
+
+
 class Token(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     name: str
@@ -58,7 +75,40 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
     managed_by: str
     created_at: int
     updated_at: int
-    group: str = "default"
+    group: str = "default"  # for a user's token, the user's group (see Snapshot.build)
+    user_id: int | None = None  # None: not billed to anyone (automation, demo)
+    quota_micro_usd: int | None = None  # the most this token may ever spend; None: unlimited
+    limits: Limits = Limits()
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    name: str
+    group: str
+    enabled: bool
+    limits: Limits
+    managed_by: str
+    created_at: int
+    updated_at: int
+
+
+class Group(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    multiplier_ppm: int  # prices × multiplier_ppm / 1e6
+    channel_groups: tuple[str, ...] | None  # channel groups its tokens may use; None: its own name
+    managed_by: str = "api"
+
+
+class LedgerEntry(msgspec.Struct, kw_only=True):
+    """One change of a balance. Append-only: the balance is the sum of a user's entries."""
+
+    id: int = 0
+    user_id: int
+    kind: str  # topup | initial | charge | refund | redemption | adjustment
+    amount_micro_usd: int  # positive credits, negative debits
+    created_at: int  # unix ms
+    request_id: str | None = None  # for a charge
+    note: str | None = None
 
 
 class AttemptRecord(msgspec.Struct, kw_only=True):
@@ -100,6 +150,15 @@ class UsageRecord(msgspec.Struct, kw_only=True):
     reasoning_tokens: int = 0
     client_ip: str | None = None
     attempts: list[AttemptRecord] | None = None
+    # accounting (0004)
+    user_id: int | None = None
+    cost_micro_usd: int = 0  # charged (a ledger entry when the token belongs to a user)
+    reserved_micro_usd: int = 0  # held before the upstream call
+    unbilled_micro_usd: int = 0  # what the usage cost beyond the hold (never charged)
+    price: Price | None = None  # the unit prices charged with
+    multiplier_ppm: int | None = None  # the group multiplier charged with
+    usage_estimated: bool = False  # no usage report: tokens estimated (a cut stream)
+    cache_write_tokens: int = 0  # prompt tokens written to the provider's cache
 
 
 class StoredUsage(UsageRecord, kw_only=True):
@@ -108,6 +167,7 @@ class StoredUsage(UsageRecord, kw_only=True):
 
 class UsageFilter(msgspec.Struct, frozen=True, kw_only=True):
     token_id: int | None = None
+    user_id: int | None = None
     model: str | None = None
     channel_id: int | None = None
     status: int | None = None

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import sqlalchemy as sa
@@ -13,10 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vectorengine.store import schema
+from vectorengine.store.accounts import Accounts, book_usage
+from vectorengine.store.alert_log import AlertLog
 from vectorengine.store.engine import create_engine
 from vectorengine.store.records import (
+    NO_LIMITS,
     Channel,
     Hedge,
+    Limits,
     StoredUsage,
     Timeouts,
     Token,
@@ -30,9 +35,11 @@ _CHANNEL_FIELDS = frozenset(
     {"name", "type", "base_url", "keys", "models", "model_map", "priority", "weight", "enabled"}
     | {"groups", "rpm", "tpm", "timeouts", "hedge", "api_version"}
 )
-_TOKEN_FIELDS = frozenset({"name", "models", "enabled", "expires_at", "group"})
+_TOKEN_FIELDS = frozenset(
+    {"name", "models", "enabled", "expires_at", "group", "user_id", "quota_micro_usd", "limits"}
+)
 _USAGE_COLUMNS = tuple(f for f in UsageRecord.__struct_fields__)
-_ATTEMPTS_AT = _USAGE_COLUMNS.index("attempts")
+_JSON_COLUMNS = tuple(i for i, f in enumerate(_USAGE_COLUMNS) if f in ("attempts", "price"))
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -80,6 +87,9 @@ def _token(row: Any) -> Token:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         group=m["group"],
+        user_id=m["user_id"],
+        quota_micro_usd=m["quota_micro_usd"],
+        limits=msgspec.convert(m["limits"] or {}, Limits),
     )
 
 
@@ -91,8 +101,11 @@ def _usage(row: Any) -> StoredUsage:
 class Store:
     """Channels, tokens, usage records and the revision counter, on SQLite or PostgreSQL."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, billing_tz: str = "UTC") -> None:
         self.engine = engine
+        self.billing_tz = ZoneInfo(billing_tz)
+        self.accounts = Accounts(engine, self._bump)
+        self.alerts = AlertLog(engine)
         marks = (
             ["?"] * len(_USAGE_COLUMNS)
             if engine.dialect.paramstyle == "qmark"
@@ -103,8 +116,8 @@ class Store:
         )
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        return cls(create_engine(url))
+    def from_url(cls, url: str, billing_tz: str = "UTC") -> Store:
+        return cls(create_engine(url), billing_tz)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -249,6 +262,9 @@ class Store:
         expires_at: int | None = None,
         group: str = "default",
         managed_by: str = "api",
+        user_id: int | None = None,
+        quota_micro_usd: int | None = None,
+        limits: Limits = NO_LIMITS,
     ) -> Token:
         """Insert a token; raises :class:`KeyError` if the key hash is already present."""
         ts = now_ms()
@@ -266,6 +282,9 @@ class Store:
                             expires_at=expires_at,
                             group=group,
                             managed_by=managed_by,
+                            user_id=user_id,
+                            quota_micro_usd=quota_micro_usd,
+                            limits=msgspec.to_builtins(limits),
                             created_at=ts,
                             updated_at=ts,
                         )
@@ -279,6 +298,8 @@ class Store:
 
     async def update_token(self, token_id: int, changes: Mapping[str, Any]) -> Token | None:
         values = _only(changes, _TOKEN_FIELDS | {"key_hash", "key_hint"})
+        if isinstance(values.get("limits"), Limits):
+            values["limits"] = msgspec.to_builtins(values["limits"])
         if "models" in values and values["models"] is not None:
             values["models"] = list(values["models"])
         async with self.engine.begin() as conn:
@@ -315,21 +336,28 @@ class Store:
         try:
             async with self.engine.begin() as conn:
                 await conn.exec_driver_sql(self._usage_insert, rows)
+                await book_usage(conn, records, self.billing_tz)
         except IntegrityError:
-            # A retried batch that was partly stored before: insert one by one, skip duplicates.
-            for row in rows:
+            # A retried batch that was partly stored before: insert one by one, skip duplicates
+            # (a record and its ledger entry are stored together or not at all).
+            for record, row in zip(records, rows, strict=True):
                 try:
                     async with self.engine.begin() as conn:
                         await conn.exec_driver_sql(self._usage_insert, [row])
+                        await book_usage(conn, [record], self.billing_tz)
                 except IntegrityError:
                     log.debug("usage record %s already stored", row[0])
 
     @staticmethod
     def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
         row = msgspec.structs.astuple(record)
-        if record.attempts is None:
+        if record.attempts is None and record.price is None:
             return row
-        return (*row[:_ATTEMPTS_AT], _encode_json(record.attempts).decode(), *row[_ATTEMPTS_AT + 1 :])
+        out = list(row)
+        for i in _JSON_COLUMNS:
+            if out[i] is not None:
+                out[i] = _encode_json(out[i]).decode()
+        return tuple(out)
 
     async def query_usage(
         self, flt: UsageFilter, *, limit: int, after: int | None = None
@@ -341,6 +369,8 @@ class Store:
             q = q.where(t.c.id < after)
         if flt.token_id is not None:
             q = q.where(t.c.token_id == flt.token_id)
+        if flt.user_id is not None:
+            q = q.where(t.c.user_id == flt.user_id)
         if flt.model is not None:
             q = q.where(t.c.model == flt.model)
         if flt.channel_id is not None:

@@ -1,0 +1,188 @@
+"""Admission state: balances, spend counters, request and token rates, concurrency.
+
+:meth:`Meter.admit` checks every limit of a request and, only if all pass, applies them at
+once: the balance is lowered by the hold, spend counters raised by it, the request counted in
+its rate windows and its concurrency slots. :meth:`Meter.settle` puts right what the request
+really cost. Two implementations keep the same rules: :class:`MemoryMeter` for one worker
+process (each call runs without a suspension point, so it is atomic on the event loop) and
+``RedisMeter`` (``redis_meter.py``) where several workers or instances share the state.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+WINDOW_S = 60  # rpm and tpm count the last 60 seconds, in one-second buckets
+
+CheckKind = Literal["balance", "cap", "rpm", "tpm", "concurrency"]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit a request must pass; ``key`` names its state, ``limit`` its ceiling."""
+
+    kind: CheckKind
+    key: str
+    limit: int
+    label: str  # for the error message: "the daily spend cap of token 'ci'"
+    ttl_s: int = 0  # cap counters: seconds until the period ends (0: never expires)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything one request is checked against; ``amount`` is the hold in micro-USD."""
+
+    amount: int
+    checks: tuple[Check, ...]
+    user_id: int | None = None  # whose balance pays (a ``balance`` check names its key)
+
+
+class Denied(Exception):
+    def __init__(self, check: Check, retry_after_s: int | None = None) -> None:
+        super().__init__(check.label)
+        self.check = check
+        self.retry_after_s = retry_after_s
+
+
+class Meter(Protocol):
+    async def admit(self, plan: Plan, now_s: int) -> None:
+        """Apply ``plan`` if every check passes, else raise :class:`Denied` and change nothing."""
+        ...
+
+    def settle(self, plan: Plan, charged: int, tokens: int, now_s: int) -> None:
+        """The request is over: it cost ``charged`` (≤ ``plan.amount``) and used ``tokens``."""
+        ...
+
+    async def credit(self, user_id: int, amount: int) -> None:
+        """Add ``amount`` (negative to take away) to a user's balance: top-ups, redemptions."""
+        ...
+
+    async def balance(self, user_id: int) -> int | None: ...
+
+    async def spent(self, key: str) -> int:
+        """A spend counter (held amounts included)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def balance_key(user_id: int) -> str:
+    return f"bal:{user_id}"
+
+
+class Window:
+    """Counts over the last :data:`WINDOW_S` seconds in one-second buckets."""
+
+    __slots__ = ("_buckets", "total")
+
+    def __init__(self) -> None:
+        self._buckets: collections.deque[list[int]] = collections.deque()  # [second, count]
+        self.total = 0
+
+    def _evict(self, now_s: int) -> None:
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= now_s - WINDOW_S:
+            self.total -= buckets.popleft()[1]
+
+    def count(self, now_s: int) -> int:
+        self._evict(now_s)
+        return self.total
+
+    def add(self, now_s: int, n: int) -> None:
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == now_s:
+            buckets[-1][1] += n
+        else:
+            buckets.append([now_s, n])
+        self.total += n
+
+    def retry_after(self, now_s: int, room: int) -> int:
+        """Seconds until the window's total is at most ``room``."""
+        total = self.total
+        for second, n in self._buckets:
+            if total <= room:
+                break
+            total -= n
+            if total <= room:
+                return max(1, second + WINDOW_S - now_s)
+        return 1
+
+
+class MemoryMeter:
+    """The state of one worker process (the default: one worker, no Redis)."""
+
+    def __init__(self) -> None:
+        self.balances: dict[int, int] = {}
+        self.spend: dict[str, int] = {}
+        self.windows: dict[str, Window] = {}
+        self.inflight: dict[str, int] = {}
+
+    def seed(self, balances: dict[int, int], spend: dict[str, int]) -> None:
+        self.balances.update(balances)
+        self.spend.update(spend)
+
+    async def admit(self, plan: Plan, now_s: int) -> None:
+        amount = plan.amount
+        for check in plan.checks:
+            kind = check.kind
+            if kind == "balance":
+                if self.balances.get(plan.user_id or 0, 0) < amount:
+                    raise Denied(check)
+            elif kind == "cap":
+                if self.spend.get(check.key, 0) + amount > check.limit:
+                    raise Denied(check)
+            elif kind == "concurrency":
+                if self.inflight.get(check.key, 0) >= check.limit:
+                    raise Denied(check, 1)
+            else:  # rpm: room for one more request; tpm: not yet over the token budget
+                window = self.windows.get(check.key)
+                if window is None:
+                    continue
+                room = check.limit - 1  # rpm: room for this one; tpm: still under budget
+                if window.count(now_s) > room:
+                    raise Denied(check, window.retry_after(now_s, room))
+        for check in plan.checks:
+            kind = check.kind
+            if kind == "balance":
+                uid = plan.user_id or 0
+                self.balances[uid] = self.balances.get(uid, 0) - amount
+            elif kind == "cap":
+                self.spend[check.key] = self.spend.get(check.key, 0) + amount
+            elif kind == "concurrency":
+                self.inflight[check.key] = self.inflight.get(check.key, 0) + 1
+            elif kind == "rpm":
+                self._window(check.key).add(now_s, 1)
+
+    def _window(self, key: str) -> Window:
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = Window()
+        return window
+
+    def settle(self, plan: Plan, charged: int, tokens: int, now_s: int) -> None:
+        back = plan.amount - charged
+        for check in plan.checks:
+            kind = check.kind
+            if kind == "balance":
+                uid = plan.user_id or 0
+                self.balances[uid] = self.balances.get(uid, 0) + back
+            elif kind == "cap":
+                self.spend[check.key] = self.spend.get(check.key, 0) - back
+            elif kind == "concurrency":
+                self.inflight[check.key] = max(0, self.inflight.get(check.key, 0) - 1)
+            elif kind == "tpm" and tokens:
+                self._window(check.key).add(now_s, tokens)
+
+    async def credit(self, user_id: int, amount: int) -> None:
+        self.balances[user_id] = self.balances.get(user_id, 0) + amount
+
+    async def balance(self, user_id: int) -> int | None:
+        return self.balances.get(user_id)
+
+    async def spent(self, key: str) -> int:
+        return self.spend.get(key, 0)
+
+    async def close(self) -> None:
+        return None

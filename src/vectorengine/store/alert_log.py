@@ -1,0 +1,66 @@
+"""The ``alerts`` table: alerts raised, and whether each reached its webhooks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vectorengine.store import schema
+
+DEDUPE_DAYS = 40  # alerts this recent are not raised again after a restart
+
+
+class AlertLog:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def insert(self, row: dict[str, Any]) -> int:
+        async with self.engine.begin() as conn:
+            new_id = await conn.scalar(sa.insert(schema.alerts).values(**row).returning(schema.alerts.c.id))
+        return int(new_id)
+
+    async def mark(self, alert_id: int, *, delivered: bool, attempts: int) -> None:
+        a = schema.alerts
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(a).where(a.c.id == alert_id).values(delivered=delivered, delivery_attempts=attempts)
+            )
+
+    async def recent(self, since_ms: int) -> list[dict[str, Any]]:
+        a = schema.alerts
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(sa.select(a).where(a.c.created_at >= since_ms).order_by(a.c.id))
+            return [{str(k): v for k, v in r._mapping.items()} for r in rows]
+
+    async def dedupe_keys(self) -> set[str]:
+        since = (time.time() - DEDUPE_DAYS * 86400) * 1000
+        return {
+            str(r["data"]["dedupe"]) for r in await self.recent(int(since)) if "dedupe" in (r["data"] or {})
+        }
+
+    async def undelivered(self) -> list[dict[str, Any]]:
+        a = schema.alerts
+        since = (time.time() - 86400) * 1000
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(a).where(a.c.delivered.is_(False), a.c.created_at >= since).order_by(a.c.id)
+            )
+            return [{str(k): v for k, v in r._mapping.items()} for r in rows]
+
+    async def page(
+        self, *, limit: int, after: int | None = None, kind: str | None = None, since_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``after`` is the id of the last alert of the previous page."""
+        a = schema.alerts
+        q = sa.select(a).order_by(a.c.id.desc()).limit(limit)
+        if after is not None:
+            q = q.where(a.c.id < after)
+        if kind is not None:
+            q = q.where(a.c.kind == kind)
+        if since_ms is not None:
+            q = q.where(a.c.created_at >= since_ms)
+        async with self.engine.connect() as conn:
+            return [{str(k): v for k, v in r._mapping.items()} for r in await conn.execute(q)]
