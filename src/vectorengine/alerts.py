@@ -48,6 +48,7 @@ SIGNATURE_HEADER = "x-vectorengine-signature"  # "t=<unix seconds>,v1=<hex HMAC-
 _AUTH_FAILURES = {"invalid_api_key", "missing_api_key", "key_disabled", "key_expired"}
 _MINUTE = 60
 UPSTREAM_CHECK_S = 2.0  # how often upstream keys' health is looked at
+ANOMALY_CHECK_S = 1.0  # a token's rates are compared at most this often
 
 
 class Alert(msgspec.Struct, kw_only=True):
@@ -69,10 +70,11 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 class _Rate:
     """Per-minute counts over the last hour (requests and spend) of one token."""
 
-    __slots__ = ("minutes",)
+    __slots__ = ("checked", "minutes")
 
     def __init__(self) -> None:
         self.minutes: collections.deque[list[int]] = collections.deque()  # [minute, requests, spend]
+        self.checked = 0.0  # when the windows were last compared
 
     def add(self, minute: int, spend: int) -> None:
         if self.minutes and self.minutes[-1][0] == minute:
@@ -163,7 +165,7 @@ class AlertWatch:
             await self._auth_failure(rec.client_ip, minute)
             return
         snap = self._snapshots.current
-        token = next((t for t in snap.tokens_by_hash.values() if t.id == rec.token_id), None)
+        token = snap.tokens_by_id.get(rec.token_id) if rec.token_id is not None else None
         if token is None:
             return
         await self._anomaly(token, rec, minute)
@@ -236,6 +238,10 @@ class AlertWatch:
         if rate is None:
             rate = self._rates[token.id] = _Rate()
         rate.add(minute, rec.cost_micro_usd)
+        now = self._clock()
+        if now - rate.checked < ANOMALY_CHECK_S:
+            return
+        rate.checked = now
         recent_r, recent_s, base_r, base_s = rate.windows(minute)
         k = self.cfg.anomaly_factor
         too_many = recent_r > k * max(base_r, self.cfg.anomaly_min_requests)

@@ -62,6 +62,12 @@ def billing_config(
             },
             {"name": "broken", "base_url": sim.base_url, "keys": ["fault-500"], "models": ["broken-model"]},
             {
+                "name": "flaky",
+                "base_url": sim.base_url,
+                "keys": ["fault-500_flaky", "key-f"],
+                "models": ["flaky-model"],
+            },
+            {
                 "name": "cut",
                 "base_url": sim.base_url,
                 "keys": ["fault-drop-mid-stream-n6"],
@@ -73,6 +79,7 @@ def billing_config(
         "prices": {
             "gpt-4o-mini": {"input": 0.15, "output": 0.60, "cached_input": 0.075},
             "broken-model": {"input": 1, "output": 1},
+            "flaky-model": {"input": 1, "output": 1},
             "cut-model": {"input": 1.0, "output": 2.0},
         },
         "tokens": [{"name": "alice-key", "user": "alice", "key": ALICE, **(token or {})}],
@@ -342,5 +349,17 @@ def test_no_charge_before_the_first_byte_and_a_cut_stream_pays_for_what_it_got(
         assert [(c["request_id"], c["amount_micro_usd"]) for c in charges] == [
             (raw.headers["x-request-id"], -expect)
         ]  # nothing for the request that failed before its first byte
+        # Failed over: only the attempt that answered carries a cost.
+        ids = [
+            client.chat.completions.with_raw_response.create(
+                model="flaky-model", messages=MSG, max_tokens=5
+            ).headers["x-request-id"]
+            for _ in range(2)
+        ]
+        chained = [r for r in (wait_record(gw, i) for i in ids) if r["attempts"]]
+        assert chained
+        for r in chained:
+            costs = {a["outcome"]: a["cost_micro_usd"] for a in r["attempts"]}
+            assert costs == {"failed": 0, "won": r["cost_micro_usd"]} and r["cost_micro_usd"] > 0
     finally:
         gw.stop()

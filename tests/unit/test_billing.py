@@ -20,6 +20,7 @@ from vectorengine.billing.prices import PPM, Price, PriceConfig, Units, bound, c
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.protocol.openai import Call, Endpoint, decode
 from vectorengine.protocol.usage import Usage
+from vectorengine.store.accounts import Days
 from vectorengine.store.records import NO_LIMITS, Limits, Token, UsageRecord, User
 
 # -- money ---------------------------------------------------------------------------------------
@@ -314,3 +315,15 @@ async def test_a_settled_request_releases_what_it_did_not_use() -> None:
     rec3 = UsageRecord(request_id="r3", created_at=0, endpoint="/v1/chat/completions")
     acct.settle(failed, rec3, None, False, 0)  # no upstream answered
     assert rec3.cost_micro_usd == 0 and await meter.balance(3) == 1_000 - 62 - rec2.cost_micro_usd
+
+
+@given(
+    st.integers(0, 4_102_444_800_000),
+    st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata", "Europe/London"]),
+)
+def test_rollup_days_match_a_plain_conversion(ms: int, zone: str) -> None:
+    tz = ZoneInfo(zone)
+    days = Days(tz)
+    for t in (ms, ms + 3_600_000, ms - 1, ms + 86_400_000):  # the cache must notice each new day
+        if t >= 0:
+            assert days(t) == dt.datetime.fromtimestamp(t / 1000, tz).strftime("%Y%m%d")

@@ -201,6 +201,9 @@ class Accountant:
             rec.price = price
             rec.multiplier_ppm = hold.multiplier_ppm
         rec.cost_micro_usd = charged
+        for attempt in rec.attempts or ():
+            if attempt.outcome == "won":
+                attempt.cost_micro_usd = charged
         if hold.plan is not None:
             rec.reserved_micro_usd = hold.plan.amount
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0

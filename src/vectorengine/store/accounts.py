@@ -59,8 +59,23 @@ def _entry(row: Any) -> LedgerEntry:
     return msgspec.convert({str(k): v for k, v in row._mapping.items()}, LedgerEntry)
 
 
-def day_of(ms: int, tz: ZoneInfo) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz).strftime("%Y%m%d")
+class Days:
+    """Unix ms → the day (YYYYMMDD) in ``tz``, for a batch of records mostly of the same day:
+    one date conversion per day, not per record."""
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self._tz = tz
+        self._start = self._end = 0
+        self._day = ""
+
+    def __call__(self, ms: int) -> str:
+        if not self._start <= ms < self._end:
+            local = dt.datetime.fromtimestamp(ms / 1000, self._tz)
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            nxt = (midnight + dt.timedelta(days=1, hours=3)).replace(hour=0)
+            self._start, self._end = int(midnight.timestamp() * 1000), int(nxt.timestamp() * 1000)
+            self._day = local.strftime("%Y%m%d")
+        return self._day
 
 
 class Accounts:
@@ -411,8 +426,9 @@ async def book_usage(conn: AsyncConnection, records: Sequence[UsageRecord], tz: 
                 deltas[r.user_id] -= r.cost_micro_usd
         await _move_balances(conn, deltas)
     rollup: dict[tuple[str, int, int, str, int], list[int]] = {}
+    day = Days(tz)
     for r in records:
-        key = (day_of(r.created_at, tz), r.user_id or 0, r.token_id or 0, r.model or "", r.channel_id or 0)
+        key = (day(r.created_at), r.user_id or 0, r.token_id or 0, r.model or "", r.channel_id or 0)
         row = rollup.get(key)
         if row is None:
             row = rollup[key] = [0] * len(_ROLLUP_SUMS)

@@ -125,6 +125,7 @@ class AttemptRecord(msgspec.Struct, kw_only=True):
     ttfb_ms: float | None = None
     hedge: bool = False  # started by hedging, beside another attempt
     outcome: str = "failed"  # won | failed | cancelled
+    cost_micro_usd: int = 0  # charged for this attempt (only the one that answered is charged)
 
 
 class UsageRecord(msgspec.Struct, kw_only=True):

@@ -29,6 +29,7 @@ class Snapshot:
     tokens_by_hash: dict[str, Token]
     channels: dict[int, Channel]
     routes: dict[str, dict[str, RouteTable]]  # token group → model → route table
+    tokens_by_id: dict[int, Token] = field(default_factory=dict)
     users: dict[int, User] = field(default_factory=dict)
     groups: dict[str, Group] = field(default_factory=dict)
     prices: PriceBook = field(default_factory=lambda: PriceBook({}, {}))
@@ -56,6 +57,7 @@ class Snapshot:
         return cls(
             revision=revision,
             tokens_by_hash={t.key_hash: t for t in tokens},
+            tokens_by_id={t.id: t for t in tokens},
             channels={c.id: c for c in channels},
             routes=routes_by_group(channels, (t.group for t in tokens), group_map),
             users=users_by_id,
