@@ -48,7 +48,6 @@ SIGNATURE_HEADER = "x-vectorengine-signature"  # "t=<unix seconds>,v1=<hex HMAC-
 _AUTH_FAILURES = {"invalid_api_key", "missing_api_key", "key_disabled", "key_expired"}
 _MINUTE = 60
 UPSTREAM_CHECK_S = 2.0  # how often upstream keys' health is looked at
-ANOMALY_CHECK_S = 1.0  # a token's rates are compared at most this often
 
 
 class Alert(msgspec.Struct, kw_only=True):
@@ -68,13 +67,14 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 class _Rate:
-    """Per-minute counts over the last hour (requests and spend) of one token."""
+    """Per-minute counts over the last hour (requests and spend) of one token, with running
+    totals, so comparing the last five minutes with the rest costs a handful of operations."""
 
-    __slots__ = ("checked", "minutes")
+    __slots__ = ("minutes", "requests", "spend")
 
     def __init__(self) -> None:
         self.minutes: collections.deque[list[int]] = collections.deque()  # [minute, requests, spend]
-        self.checked = 0.0  # when the windows were last compared
+        self.requests = self.spend = 0  # over the whole deque
 
     def add(self, minute: int, spend: int) -> None:
         if self.minutes and self.minutes[-1][0] == minute:
@@ -82,18 +82,21 @@ class _Rate:
             self.minutes[-1][2] += spend
         else:
             self.minutes.append([minute, 1, spend])
+        self.requests += 1
+        self.spend += spend
         while self.minutes[0][0] <= minute - 60:
-            self.minutes.popleft()
+            _, r, sp = self.minutes.popleft()
+            self.requests -= r
+            self.spend -= sp
 
     def windows(self, minute: int) -> tuple[int, int, float, float]:
         """Requests and spend in the last 5 minutes; the average per 5 minutes of the 55 before."""
-        recent_r = recent_s = old_r = old_s = 0
-        for m, r, sp in self.minutes:
-            if m > minute - 5:
-                recent_r, recent_s = recent_r + r, recent_s + sp
-            else:
-                old_r, old_s = old_r + r, old_s + sp
-        return recent_r, recent_s, old_r / 11, old_s / 11
+        recent_r = recent_s = 0
+        for m, r, sp in reversed(self.minutes):
+            if m <= minute - 5:
+                break
+            recent_r, recent_s = recent_r + r, recent_s + sp
+        return recent_r, recent_s, (self.requests - recent_r) / 11, (self.spend - recent_s) / 11
 
 
 class AlertWatch:
@@ -139,7 +142,10 @@ class AlertWatch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), UPSTREAM_CHECK_S)
             self._wake.clear()
-            await self._upstream_keys()
+            try:
+                await self._upstream_keys()
+            except Exception:  # the database may be down for a moment: the next round retries
+                log.exception("checking upstream keys for alerts failed")
             while self._queue:
                 rec = self._queue.popleft()
                 try:
@@ -168,32 +174,40 @@ class AlertWatch:
         token = snap.tokens_by_id.get(rec.token_id) if rec.token_id is not None else None
         if token is None:
             return
-        await self._anomaly(token, rec, minute)
+        rate = self._rates.get(token.id)
+        if rate is None:
+            rate = self._rates[token.id] = _Rate()
+        rate.add(minute, rec.cost_micro_usd)
+        recent_r, recent_s, base_r, base_s = rate.windows(minute)
+        k = self.cfg.anomaly_factor
+        if recent_r > k * max(base_r, self.cfg.anomaly_min_requests) or recent_s > k * max(
+            base_s, self._min_spend
+        ):
+            await self._anomaly(token, rate, minute)
         if rec.cost_micro_usd <= 0:
             return
         p = self._periods.at(now)
-        t_day, t_month = spend_keys("t", token.id, p.day, p.month)
-        await self._caps(
-            f"token:{token.id}",
-            f"token '{token.name}'",
-            (
-                ("daily spend cap", t_day, token.limits.daily_cap_micro_usd),
-                ("monthly spend cap", t_month, token.limits.monthly_cap_micro_usd),
+        tl = token.limits
+        if tl.daily_cap_micro_usd or tl.monthly_cap_micro_usd or token.quota_micro_usd:
+            t_day, t_month = spend_keys("t", token.id, p.day, p.month)
+            await self._caps(f"token:{token.id}", f"token '{token.name}'", (
+                ("daily spend cap", t_day, tl.daily_cap_micro_usd),
+                ("monthly spend cap", t_month, tl.monthly_cap_micro_usd),
                 ("quota", quota_key(token.id), token.quota_micro_usd),
-            ),
-        )
+            ))  # fmt: skip
         user = snap.users.get(rec.user_id) if rec.user_id is not None else None
         if user is None:
             return
         u_day, u_month = spend_keys("u", user.id, p.day, p.month)
-        await self._caps(
-            f"user:{user.id}",
-            f"user '{user.name}'",
-            (
-                ("daily spend cap", u_day, user.limits.daily_cap_micro_usd),
-                ("monthly spend cap", u_month, user.limits.monthly_cap_micro_usd),
-            ),
-        )
+        if user.limits.daily_cap_micro_usd or user.limits.monthly_cap_micro_usd:
+            await self._caps(
+                f"user:{user.id}",
+                f"user '{user.name}'",
+                (
+                    ("daily spend cap", u_day, user.limits.daily_cap_micro_usd),
+                    ("monthly spend cap", u_month, user.limits.monthly_cap_micro_usd),
+                ),
+            )
         threshold = self._balance_below
         if threshold is not None:
             balance = await self._meter.balance(user.id)
@@ -233,15 +247,7 @@ class AlertWatch:
                     },
                 )
 
-    async def _anomaly(self, token: Token, rec: UsageRecord, minute: int) -> None:
-        rate = self._rates.get(token.id)
-        if rate is None:
-            rate = self._rates[token.id] = _Rate()
-        rate.add(minute, rec.cost_micro_usd)
-        now = self._clock()
-        if now - rate.checked < ANOMALY_CHECK_S:
-            return
-        rate.checked = now
+    async def _anomaly(self, token: Token, rate: _Rate, minute: int) -> None:
         recent_r, recent_s, base_r, base_s = rate.windows(minute)
         k = self.cfg.anomaly_factor
         too_many = recent_r > k * max(base_r, self.cfg.anomaly_min_requests)

@@ -107,7 +107,7 @@ class Gateway:
         )
         failover = Failover(self._transport, selector, s.routing, s.upstream)
         self.alerts = AlertWatch(
-            s.alerts, self.store, self.snapshots, self.meter, self._transport, s.billing.timezone
+            s.alerts, self.store, self.snapshots, self.meter, self._transport, s.billing.timezone, self.health
         )
         self.relay = Relay(
             self.snapshots, failover, self.usage, s.upstream.idle_timeout_s, self.accountant, self.alerts.put

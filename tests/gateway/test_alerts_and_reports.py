@@ -106,6 +106,7 @@ def test_alerts_reach_the_webhook_signed_and_retried(
     alerts = {
         "webhooks": [{"url": receiver.url, "secret": SECRET}],
         "retry_base_s": 0.05,
+        "cap_thresholds": [0.25, 0.5],
         "balance_below_usd": 0.49999,
         "auth_failures_per_minute": 10,
         "anomaly_factor": 2,
@@ -116,12 +117,25 @@ def test_alerts_reach_the_webhook_signed_and_retried(
     config["tokens"].append(
         {"name": "bot", "key": "sk-bot-0123456789abcdef", "suspend_on_anomaly": True, "rpm": 1000}
     )
+    config["channels"].append(
+        {
+            "name": "paid",
+            "base_url": sim.base_url,
+            "keys": ["fault-insufficient-quota_a", "key-p"],
+            "models": ["paid-model"],
+        }
+    )
+    config["prices"]["paid-model"] = {"input": 1, "output": 1}
     gw = start_gateway(tmp_path, config)
     try:
         statuses = [ask(gw).status_code for _ in range(10)]
         assert statuses[0] == 200 and statuses[-1] == 402  # the 30 micro-USD daily cap ran out
         bad = [ask(gw, key="sk-wrong-key-0000000000000") for _ in range(12)]
         assert all(r.status_code == 401 for r in bad)
+        assert [ask(gw, key="sk-bot-0123456789abcdef", model="paid-model").status_code for _ in range(2)] == [
+            200,
+            200,
+        ]  # the key whose provider balance ran out is taken out of service, invisibly
         bot = [ask(gw, key="sk-bot-0123456789abcdef").status_code for _ in range(20)]
         assert bot[0] == 200 and bot[-1] == 401  # suspended by the anomaly alert
 
@@ -135,13 +149,17 @@ def test_alerts_reach_the_webhook_signed_and_retried(
             "cap_threshold",
             "cap_threshold",
             "token_suspended",
+            "upstream_key_disabled",
         ]
         assert wait_for(lambda: kinds() == want), kinds()
         got = {(a["kind"], a["data"].get("threshold")): a for a in receiver.delivered()}
-        assert got[("cap_threshold", 0.5)]["subject"].startswith("token:")
-        assert "daily spend cap" in got[("cap_threshold", 0.8)]["message"]
+        assert got[("cap_threshold", 0.25)]["subject"].startswith("token:")
+        assert "daily spend cap" in got[("cap_threshold", 0.5)]["message"]
         assert got[("balance_low", None)]["data"]["threshold_micro_usd"] == 499_990
         assert got[("auth_failures", None)]["subject"] == "ip:127.0.0.1"
+        upstream = got[("upstream_key_disabled", None)]
+        assert upstream["subject"].endswith("#0") and "channel 'paid'" in upstream["message"]
+        assert upstream["data"]["reason"].startswith("billing")
         with gw.admin() as admin:
             listed = admin.get("/api/alerts").json()["data"]
             assert sorted(a["kind"] for a in listed) == want

@@ -240,7 +240,7 @@ def test_token_and_user_limits_refuse_with_the_limit_named(sim: SimHandle, tmp_p
     config["users"].append({"name": "bob", "initial_balance_usd": 1})
     config["tokens"] += [
         {"name": "bob-far", "user": "bob", "key": "sk-bob-far-0123456789ab", "ip_allow": ["10.0.0.0/8"]},
-        {"name": "bob-quota", "user": "bob", "key": "sk-bob-quota-0123456789", "quota_usd": 0.00001},
+        {"name": "bob-quota", "user": "bob", "key": "sk-bob-quota-0123456789", "quota_usd": 0.00002},
         {"name": "bob-tpm", "user": "bob", "key": "sk-bob-tpm-0123456789ab", "tpm": 15},
     ]
     gw = start_gateway(tmp_path, config)
@@ -260,8 +260,8 @@ def test_token_and_user_limits_refuse_with_the_limit_named(sim: SimHandle, tmp_p
         far = ask("sk-bob-far-0123456789ab")
         assert far.status_code == 403 and far.json()["error"]["code"] == "ip_not_allowed"
 
-        quota = [ask("sk-bob-quota-0123456789") for _ in range(4)]
-        assert quota[0].status_code == 200  # a 5-token request holds ~5 micro-USD of the 10
+        quota = [ask("sk-bob-quota-0123456789") for _ in range(6)]
+        assert quota[0].status_code == 200  # a 5-token request holds ~12 micro-USD of the 20
         assert quota[-1].status_code == 402 and quota[-1].json()["error"]["code"] == "spend_cap_reached"
         assert "quota of token 'bob-quota'" in quota[-1].json()["error"]["message"]
 
@@ -361,5 +361,51 @@ def test_no_charge_before_the_first_byte_and_a_cut_stream_pays_for_what_it_got(
         for r in chained:
             costs = {a["outcome"]: a["cost_micro_usd"] for a in r["attempts"]}
             assert costs == {"failed": 0, "won": r["cost_micro_usd"]} and r["cost_micro_usd"] > 0
+    finally:
+        gw.stop()
+
+
+def test_prices_and_group_multipliers_edited_through_the_api(sim: SimHandle, tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, billing_config(sim))
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key=ALICE, max_retries=0)
+
+        def charge() -> tuple[int, Any]:
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=MSG, max_tokens=8
+            )
+            return wait_record(gw, raw.headers["x-request-id"])["cost_micro_usd"], raw.parse().usage
+
+        with gw.admin() as admin:
+            listed = {p["model"]: p for p in admin.get("/api/prices").json()}
+            assert listed["gpt-4o-mini"]["source"] == "config" and listed["gpt-4o"]["source"] == "default"
+            assert listed["gpt-4o"]["price"]["input"] == 2_500_000
+            put = admin.put("/api/prices/gpt-4o-mini", json={"input": 10_000_000, "output": 20_000_000})
+            assert put.status_code == 200 and put.json()["source"] == "api"
+            cost, usage = charge()
+            assert cost == round(usage.prompt_tokens * 10 + usage.completion_tokens * 20)
+            group = admin.put("/api/groups/default", json={"multiplier_ppm": 500_000})
+            assert group.status_code == 200 and group.json()["multiplier_ppm"] == 500_000
+            half, usage = charge()
+            exact = Decimal(usage.prompt_tokens * 10 + usage.completion_tokens * 20) / 2
+            assert half == int(exact.quantize(Decimal(1), ROUND_HALF_UP))
+            bad = admin.put("/api/prices/gpt-4o-mini", json={"input": -1})
+            assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+            assert admin.delete("/api/prices/gpt-4o").status_code == 404  # a default, not a set price
+            assert admin.delete("/api/prices/gpt-4o-mini").status_code == 204
+            listed = {p["model"]: p for p in admin.get("/api/prices").json()}
+            assert (
+                listed["gpt-4o-mini"]["source"] == "default"
+                and listed["gpt-4o-mini"]["price"]["input"] == 150_000
+            )
+            users = admin.get("/api/users").json()
+            alice = users[0]
+            patched = admin.patch(
+                f"/api/users/{alice['id']}", json={"balance_micro_usd": 42, "enabled": True}
+            )
+            assert patched.status_code == 200 and patched.json()["balance_micro_usd"] == 42
+            assert patched.json()["available_micro_usd"] == 42
+            kinds = [e["kind"] for e in admin.get(f"/api/users/{alice['id']}/ledger").json()["data"]]
+            assert kinds[0] == "adjustment"
     finally:
         gw.stop()

@@ -130,7 +130,9 @@ BAL = Check("balance", "bal:1", 0, "the balance of user 'u'")
 
 
 async def test_nothing_changes_when_one_check_fails(meter: Meter) -> None:
-    cap = Check("cap", "spend:t:1:p20261203", 700, "the daily spend cap of token 't'", ttl_s=3600)
+    cap = Check(
+        "cap", "spend:t:1:p20261203", 700, "the daily spend cap of token 't'", expires_at=2_000_000_000
+    )
     plan = Plan(400, (cap, BAL), user_id=1)
     await meter.admit(plan, 100)
     with pytest.raises(Denied) as denied:
@@ -237,10 +239,11 @@ async def test_daily_cap_resets_at_local_midnight() -> None:
     meter = MemoryMeter()
     meter.seed({3: 10**9}, {})
     acct = Accountant(meter, Billing(timezone="Asia/Tokyo"), clock=lambda: now[0])
-    token = _token(Limits(daily_cap_micro_usd=10))
+    token = _token(Limits(daily_cap_micro_usd=20))
     call = _call()
     hold = await acct.admit(token, USER, MINI, PPM, call, "127.0.0.1")
-    assert hold.plan is not None and 5 < hold.plan.amount <= 10  # a second hold does not fit
+    # 83 bytes of body hold 41 prompt tokens at $0.15/1M and 10 output tokens at $0.60/1M: 12.15 → 13
+    assert hold.plan is not None and hold.plan.amount == 13  # a second hold does not fit
     with pytest.raises(GatewayError) as err:
         await acct.admit(token, USER, MINI, PPM, call, "127.0.0.1")
     assert err.value.kind is Kind.SPEND_CAP_REACHED and "daily spend cap of token 't'" in err.value.message
@@ -253,8 +256,7 @@ def test_periods_follow_the_time_zone() -> None:
     p = Periods("America/New_York")
     t = dt.datetime(2026, 3, 1, 4, 30, tzinfo=dt.UTC).timestamp()  # 23:30 on Feb 28 in New York
     assert (p.at(t).day, p.month) == ("20260228", "202602")
-    ttl_day, ttl_month = p.ttl(t)
-    assert ttl_day == 30 * 60 + 1 and ttl_month == 30 * 60 + 1
+    assert p.day_end == p.month_end == t + 30 * 60  # midnight, and the 1st of March, in New York
     assert p.at(t + 31 * 60).day == "20260301"
 
 
@@ -278,10 +280,10 @@ async def test_user_caps_and_the_monthly_reset() -> None:
     meter = MemoryMeter()
     meter.seed({3: 10**9}, {})
     acct = Accountant(meter, Billing(), clock=lambda: now[0])
-    user = msgspec.structs.replace(USER, limits=Limits(monthly_cap_micro_usd=10))
+    user = msgspec.structs.replace(USER, limits=Limits(monthly_cap_micro_usd=20))
     one, other = _token(), msgspec.structs.replace(_token(), id=8, name="t2")
     held = await acct.admit(one, user, MINI, PPM, _call(), None)
-    assert held.plan is not None and held.plan.amount == 8
+    assert held.plan is not None and held.plan.amount == 13
     with pytest.raises(GatewayError) as err:
         await acct.admit(other, user, MINI, PPM, _call(), None)  # the user's cap, through another key
     assert err.value.kind is Kind.SPEND_CAP_REACHED and "monthly spend cap of user 'u'" in err.value.message
@@ -327,3 +329,41 @@ def test_rollup_days_match_a_plain_conversion(ms: int, zone: str) -> None:
     for t in (ms, ms + 3_600_000, ms - 1, ms + 86_400_000):  # the cache must notice each new day
         if t >= 0:
             assert days(t) == dt.datetime.fromtimestamp(t / 1000, tz).strftime("%Y%m%d")
+
+
+@pytest.mark.parametrize("holder", ["token", "user"])
+@pytest.mark.parametrize(
+    ("limits", "refusal", "label"),
+    [
+        (Limits(daily_cap_micro_usd=20), Kind.SPEND_CAP_REACHED, "daily spend cap"),
+        (Limits(monthly_cap_micro_usd=20), Kind.SPEND_CAP_REACHED, "monthly spend cap"),
+        (Limits(rpm=1), Kind.RATE_LIMITED, "requests-per-minute limit"),
+        (Limits(tpm=50), Kind.RATE_LIMITED, "tokens-per-minute limit"),
+        (Limits(max_concurrency=1), Kind.RATE_LIMITED, "concurrent request limit"),
+        (Limits(ip_allow=("10.0.0.0/8",)), Kind.IP_NOT_ALLOWED, "not allowed"),
+    ],
+)
+async def test_every_limit_of_tokens_and_users(
+    holder: str, limits: Limits, refusal: Kind, label: str
+) -> None:
+    """The first request passes (from inside an allowed network), the second is refused naming the
+    limit and its holder; nothing is refused without the limit."""
+    meter = MemoryMeter()
+    meter.seed({3: 10**9}, {})
+    acct = Accountant(meter, Billing())
+    token = _token(limits) if holder == "token" else _token()
+    user = msgspec.structs.replace(USER, limits=limits) if holder == "user" else USER
+    first = await acct.admit(token, user, MINI, PPM, _call(), "10.0.0.1")
+    if limits.tpm is not None:  # tokens count once used: this request used 60
+        rec = UsageRecord(request_id="r", created_at=0, endpoint="/v1/chat/completions")
+        acct.settle(first, rec, Usage(prompt_tokens=20, completion_tokens=40), True, 0)
+    ip = "192.168.0.9" if limits.ip_allow else "10.0.0.1"
+    with pytest.raises(GatewayError) as err:
+        await acct.admit(token, user, MINI, PPM, _call(), ip)
+    assert err.value.kind is refusal and label in err.value.message
+    assert f"{holder} '{token.name if holder == 'token' else user.name}'" in err.value.message
+    unlimited = MemoryMeter()
+    unlimited.seed({3: 10**9}, {})
+    fresh = Accountant(unlimited, Billing())
+    for _ in range(2):
+        await fresh.admit(_token(), USER, MINI, PPM, _call(), ip)

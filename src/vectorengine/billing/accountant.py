@@ -3,8 +3,9 @@ charge after it. Reads only the in-memory snapshot; the meter holds the live cou
 
 Charging policy (docs/billing.md):
 
-* the hold is the most the request can cost within its prompt estimate (an offline count plus
-  a margin) and its output limit (``max_tokens``, else the model's maximum output);
+* the hold is the most the request can cost within its prompt bound (half the bytes of a small
+  body; an offline count plus a margin for a large one) and its output limit (``max_tokens``,
+  else the model's maximum output);
 * no charge when no upstream answered (every attempt failed before its first byte);
 * an answer is charged from the usage the upstream reported; a stream cut short by the client
   or the upstream without a usage report is charged for the prompt estimate plus one token
@@ -34,6 +35,7 @@ from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import Limits, Token, UsageRecord, User
 
 DEFAULT_MAX_OUTPUT = 4096  # tokens, for a model with no max_output in its price
+SMALL_BODY = 8192  # bytes: up to this, the hold counts half the body's bytes as prompt tokens
 MEDIA_BOUND_MS = 30 * 60 * 1000  # an audio upload is held as 30 minutes until its length is known
 _NO_LIMITS = Limits()
 
@@ -52,7 +54,7 @@ class Hold:
     plan: Plan | None  # None: no limit applies, nothing held
     price: Price | None
     multiplier_ppm: int
-    prompt_estimate: int
+    call: Call
     user_id: int | None
     images: int = 0
     audio_in: bool = False  # a transcription or translation: priced by the seconds it reports
@@ -65,7 +67,7 @@ class Periods:
         self._tz = ZoneInfo(timezone)
         self._until = 0.0
         self.day = self.month = ""
-        self._day_end = self._month_end = 0.0
+        self.day_end = self.month_end = 0.0  # unix seconds
 
     def at(self, now: float) -> Periods:
         if now >= self._until:
@@ -74,13 +76,10 @@ class Periods:
             day0 = local.replace(hour=0, minute=0, second=0, microsecond=0)
             tomorrow = (day0 + dt.timedelta(days=1, hours=3)).replace(hour=0)
             next_month = (day0.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-            self._day_end = tomorrow.timestamp()
-            self._month_end = next_month.timestamp()
-            self._until = self._day_end
+            self.day_end = tomorrow.timestamp()
+            self.month_end = next_month.timestamp()
+            self._until = self.day_end
         return self
-
-    def ttl(self, now: float) -> tuple[int, int]:
-        return int(self._day_end - now) + 1, int(self._month_end - now) + 1
 
 
 def spend_keys(who: str, ident: int, day: str, month: str) -> tuple[str, str]:
@@ -98,6 +97,7 @@ class Accountant:
         self.billing = billing
         self.periods = Periods(billing.timezone)
         self._clock = clock
+        self._cache: dict[tuple[int, int], tuple[Token, User | None, str, tuple[Check, ...], bool]] = {}
 
     async def admit(
         self,
@@ -116,9 +116,8 @@ class Accountant:
         now = self._clock()
         if user is None and token.quota_micro_usd is None and token.limits == _NO_LIMITS:
             # Nobody pays and nothing limits this token: record the cost, hold nothing.
-            return Hold(None, price, multiplier_ppm, 0, None, *_fixed(call))
-        checks = self._checks(token, user, now)
-        money = user is not None or any(c.kind == "cap" for c in checks)
+            return Hold(None, price, multiplier_ppm, call, None, *_fixed(call))
+        checks, money = self._checks(token, user, now)
         if money and price is None:
             raise GatewayError(
                 Kind.MODEL_NOT_PRICED,
@@ -126,14 +125,12 @@ class Accountant:
                 "the administrator can set one.",
                 param="model",
             )
-        estimate = _prompt_estimate(call) if price is not None else 0
         amount = 0
         if money and price is not None:
-            margin = estimate * self.billing.prompt_margin_ppm // PPM
             max_out = _max_output(call, price, self.billing.default_max_output)
-            amount = bound(price, estimate + margin, max_out, multiplier_ppm, _fixed_units(call))
+            amount = bound(price, self._held_prompt(call), max_out, multiplier_ppm, _fixed_units(call))
         plan = Plan(amount, checks, user.id if user is not None else None) if checks else None
-        hold = Hold(plan, price, multiplier_ppm, estimate, user.id if user else None, *_fixed(call))
+        hold = Hold(plan, price, multiplier_ppm, call, user.id if user else None, *_fixed(call))
         if plan is not None:
             try:
                 await self.meter.admit(plan, int(now))
@@ -141,10 +138,33 @@ class Accountant:
                 raise _refusal(denied, amount) from None
         return hold
 
-    def _checks(self, token: Token, user: User | None, now: float) -> tuple[Check, ...]:
-        checks: list[Check] = []
+    def _held_prompt(self, call: Call) -> int:
+        """Prompt tokens to hold for. A small body holds half its bytes (more tokens than any text
+        of that size has, and no counting); a large one its offline count plus the margin."""
+        size = len(call.raw)
+        if size <= SMALL_BODY:
+            return size // 2
+        estimate = _prompt_estimate(call)
+        return estimate + estimate * self.billing.prompt_margin_ppm // PPM
+
+    def _checks(self, token: Token, user: User | None, now: float) -> tuple[tuple[Check, ...], bool]:
+        """The checks of a token (and its user) this period, and whether money is involved; built
+        once per token, user and day (the snapshot's objects are replaced when they change)."""
         p = self.periods.at(now)
-        ttl_day, ttl_month = p.ttl(now)
+        key = (token.id, user.id if user is not None else 0)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is token and hit[1] is user and hit[2] == p.day:
+            return hit[3], hit[4]
+        checks = self._build_checks(token, user, p)
+        money = user is not None or any(c.kind == "cap" for c in checks)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = (token, user, p.day, checks, money)
+        return checks, money
+
+    def _build_checks(self, token: Token, user: User | None, p: Periods) -> tuple[Check, ...]:
+        checks: list[Check] = []
+        ttl_day, ttl_month = int(p.day_end), int(p.month_end)
         tl = token.limits
         tname = f"token '{token.name}'"
         day_key, month_key = spend_keys("t", token.id, p.day, p.month)
@@ -190,7 +210,7 @@ class Accountant:
         if usage is None and answered and (answer is not None or delivered_chunks):
             # No usage report: a stream cut short, or a host that sends none.
             completion = delivered_chunks if answer is None else _answer_tokens(rec, answer)
-            usage = Usage(prompt_tokens=hold.prompt_estimate, completion_tokens=completion)
+            usage = Usage(prompt_tokens=_prompt_estimate(hold.call), completion_tokens=completion)
             rec.usage_estimated = True
             rec.prompt_tokens, rec.completion_tokens = usage.prompt_tokens, usage.completion_tokens
         if usage is not None and answered and price is not None:

@@ -27,7 +27,7 @@ class Check:
     key: str
     limit: int
     label: str  # for the error message: "the daily spend cap of token 'ci'"
-    ttl_s: int = 0  # cap counters: seconds until the period ends (0: never expires)
+    expires_at: int = 0  # cap counters: unix seconds when the period ends (0: never)
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,18 +90,18 @@ class Units:
 def _scaled(price: Price, units: Units) -> int:
     """The cost before the multiplier, in millionths of a micro-USD (exact)."""
     u = units.usage
-    cached = min(max(u.cached_tokens, 0), max(u.prompt_tokens, 0))
-    written = min(max(u.cache_write_tokens, 0), max(u.prompt_tokens, 0) - cached)
-    fresh = max(u.prompt_tokens, 0) - cached - written
-    reasoning = min(max(u.reasoning_tokens, 0), max(u.completion_tokens, 0))
-    visible = max(u.completion_tokens, 0) - reasoning
-    tokens = (
-        fresh * price.input
-        + cached * (price.input if price.cached_input is None else price.cached_input)
-        + written * (price.input if price.cache_write is None else price.cache_write)
-        + visible * price.output
-        + reasoning * (price.output if price.reasoning is None else price.reasoning)
-    )
+    prompt = u.prompt_tokens if u.prompt_tokens > 0 else 0
+    completion = u.completion_tokens if u.completion_tokens > 0 else 0
+    cached = min(u.cached_tokens, prompt) if u.cached_tokens > 0 else 0
+    written = min(u.cache_write_tokens, prompt - cached) if u.cache_write_tokens > 0 else 0
+    reasoning = min(u.reasoning_tokens, completion) if u.reasoning_tokens > 0 else 0
+    tokens = (prompt - cached - written) * price.input + (completion - reasoning) * price.output
+    if cached:
+        tokens += cached * (price.input if price.cached_input is None else price.cached_input)
+    if written:
+        tokens += written * (price.input if price.cache_write is None else price.cache_write)
+    if reasoning:
+        tokens += reasoning * (price.output if price.reasoning is None else price.reasoning)
     fixed = price.per_call * units.calls + price.per_image * units.images
     return tokens + fixed * MICRO + price.per_second * units.media_ms * (MICRO // 1000)
 

@@ -24,7 +24,8 @@ MAX_CONNECTIONS = 64  # per worker
 CONCURRENCY_TTL_S = 900  # a crashed worker's slots free themselves after this long
 
 # KEYS: the seeded marker, then one key per check. ARGV: now, amount, then per check: kind,
-# limit, ttl. Returns {0} when admitted; {i, retry_after} when check i fails; {-1} when the
+# limit, expiry (unix seconds; 0: none). Returns {0} when admitted; {i, retry_after} when check
+# i fails; {-1} when the
 # marker is missing; {-2, i} when check i is a balance nobody has loaded yet.
 _ADMIT = """
 local now = tonumber(ARGV[1])
@@ -72,12 +73,12 @@ end
 for i = 1, n do
   local key = KEYS[i + 1]
   local kind = ARGV[3 * i]
-  local ttl = tonumber(ARGV[3 * i + 2])
+  local expires = tonumber(ARGV[3 * i + 2])
   if kind == 'balance' then
     redis.call('DECRBY', key, amount)
   elseif kind == 'cap' then
     redis.call('INCRBY', key, amount)
-    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+    if expires > 0 then redis.call('EXPIREAT', key, expires + 86400) end
   elseif kind == 'concurrency' then
     redis.call('INCR', key)
     redis.call('EXPIRE', key, @CONC_TTL@)
@@ -169,7 +170,7 @@ class RedisMeter:
         keys = [SEEDED, *(PREFIX + c.key for c in plan.checks)]
         args: list[int | str] = [now_s, plan.amount]
         for c in plan.checks:
-            args += [c.kind, c.limit, c.ttl_s]
+            args += [c.kind, c.limit, c.expires_at]
         for _ in range(3):
             result = await self._admit(keys=keys, args=args)
             code = int(result[0])

@@ -392,6 +392,7 @@ async def _move_balances(conn: AsyncConnection, deltas: Mapping[int, int]) -> No
             )
 
 
+_ROLLUP_KEY = ("day", "user_id", "token_id", "model", "channel_id")
 _ROLLUP_SUMS = (
     "requests",
     "errors",
@@ -401,29 +402,43 @@ _ROLLUP_SUMS = (
     "reasoning_tokens",
     "cost_micro_usd",
 )
+_LEDGER_COLUMNS = ("user_id", "kind", "amount_micro_usd", "created_at", "request_id")
+
+
+def _marks(conn: AsyncConnection, n: int) -> str:
+    if conn.dialect.paramstyle == "qmark":
+        return ", ".join("?" * n)
+    return ", ".join(f"${i}" for i in range(1, n + 1))
+
+
+def _rollup_sql(conn: AsyncConnection) -> str:
+    # Plain SQL that SQLite (3.24+) and PostgreSQL both take, sent as tuples: built with
+    # SQLAlchemy per batch, this statement cost more than the records it sums.
+    columns = (*_ROLLUP_KEY, *_ROLLUP_SUMS)
+    sums = ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
+    return (
+        f"INSERT INTO usage_daily ({', '.join(columns)}) VALUES ({_marks(conn, len(columns))}) "
+        f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET {sums}"
+    )
+
+
+def _ledger_sql(conn: AsyncConnection) -> str:
+    return f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) VALUES ({_marks(conn, len(_LEDGER_COLUMNS))})"
 
 
 async def book_usage(conn: AsyncConnection, records: Sequence[UsageRecord], tz: ZoneInfo) -> None:
     """In the transaction that stores ``records``: a charge entry in the ledger for each billed
     record, the users' balances, and the daily rollup."""
     charges = [
-        {
-            "user_id": r.user_id,
-            "kind": "charge",
-            "amount_micro_usd": -r.cost_micro_usd,
-            "created_at": r.created_at,
-            "request_id": r.request_id,
-            "note": None,
-        }
+        (r.user_id, "charge", -r.cost_micro_usd, r.created_at, r.request_id)
         for r in records
         if r.user_id is not None and r.cost_micro_usd
     ]
     if charges:
-        await conn.execute(sa.insert(schema.ledger), charges)
+        await conn.exec_driver_sql(_ledger_sql(conn), charges)
         deltas: dict[int, int] = defaultdict(int)
-        for r in records:
-            if r.user_id is not None and r.cost_micro_usd:
-                deltas[r.user_id] -= r.cost_micro_usd
+        for user_id, _, amount, _, _ in charges:
+            deltas[user_id] += amount
         await _move_balances(conn, deltas)
     rollup: dict[tuple[str, int, int, str, int], list[int]] = {}
     day = Days(tz)
@@ -431,38 +446,18 @@ async def book_usage(conn: AsyncConnection, records: Sequence[UsageRecord], tz: 
         key = (day(r.created_at), r.user_id or 0, r.token_id or 0, r.model or "", r.channel_id or 0)
         row = rollup.get(key)
         if row is None:
-            row = rollup[key] = [0] * len(_ROLLUP_SUMS)
-        row[0] += 1
-        row[1] += 1 if r.status >= 400 or r.error_kind else 0
-        row[2] += r.prompt_tokens
-        row[3] += r.completion_tokens
-        row[4] += r.cached_tokens
-        row[5] += r.reasoning_tokens
-        row[6] += r.cost_micro_usd
-    if not rollup:
-        return
-    insert: Any
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    d = schema.usage_daily
-    stmt = insert(d)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[d.c.day, d.c.user_id, d.c.token_id, d.c.model, d.c.channel_id],
-        set_={name: d.c[name] + stmt.excluded[name] for name in _ROLLUP_SUMS},
-    )
-    await conn.execute(
-        stmt,
-        [
-            {
-                "day": k[0],
-                "user_id": k[1],
-                "token_id": k[2],
-                "model": k[3],
-                "channel_id": k[4],
-                **dict(zip(_ROLLUP_SUMS, v, strict=True)),
-            }
-            for k, v in sorted(rollup.items())
-        ],
-    )
+            rollup[key] = [
+                1, 1 if r.status >= 400 or r.error_kind else 0, r.prompt_tokens, r.completion_tokens,
+                r.cached_tokens, r.reasoning_tokens, r.cost_micro_usd,
+            ]  # fmt: skip
+        else:
+            row[0] += 1
+            if r.status >= 400 or r.error_kind:
+                row[1] += 1
+            row[2] += r.prompt_tokens
+            row[3] += r.completion_tokens
+            row[4] += r.cached_tokens
+            row[5] += r.reasoning_tokens
+            row[6] += r.cost_micro_usd
+    if rollup:  # in key order: concurrent batches lock rows in one order and never deadlock
+        await conn.exec_driver_sql(_rollup_sql(conn), [(*k, *v) for k, v in sorted(rollup.items())])

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from vectorengine.billing.prices import Price
 from vectorengine.store import schema
 from vectorengine.store.accounts import Accounts, book_usage
 from vectorengine.store.alert_log import AlertLog
@@ -39,7 +40,9 @@ _TOKEN_FIELDS = frozenset(
     {"name", "models", "enabled", "expires_at", "group", "user_id", "quota_micro_usd", "limits"}
 )
 _USAGE_COLUMNS = tuple(f for f in UsageRecord.__struct_fields__)
-_JSON_COLUMNS = tuple(i for i, f in enumerate(_USAGE_COLUMNS) if f in ("attempts", "price"))
+_ATTEMPTS_AT = _USAGE_COLUMNS.index("attempts")
+_PRICE_AT = _USAGE_COLUMNS.index("price")
+_PRICE_JSON: dict[Price, str] = {}
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -354,9 +357,14 @@ class Store:
         if record.attempts is None and record.price is None:
             return row
         out = list(row)
-        for i in _JSON_COLUMNS:
-            if out[i] is not None:
-                out[i] = _encode_json(out[i]).decode()
+        out[_ATTEMPTS_AT] = _encode_json(record.attempts).decode() if record.attempts is not None else None
+        if record.price is not None:  # the snapshot's few Price objects, encoded once each
+            text = _PRICE_JSON.get(record.price)
+            if text is None:
+                if len(_PRICE_JSON) > 10_000:
+                    _PRICE_JSON.clear()
+                text = _PRICE_JSON[record.price] = _encode_json(record.price).decode()
+            out[_PRICE_AT] = text
         return tuple(out)
 
     async def query_usage(
