@@ -35,24 +35,29 @@ if TYPE_CHECKING:
 
 
 def throughput(b: Bench) -> None:
+    """CPU per request through the gateway (an unbilled token; a billed one with every limit on,
+    measured in turn with it) and of the upstream called directly."""
     p = b.p
     out: dict[str, Any] = {}
     billed_env = {**b.wrk_env, "BENCH_TOKEN": BILLED_TOKEN}
-    for label, url, root, other in (
-        ("gateway", b.gw_url, b.gw_pid, b.up_pid()),
-        ("gateway_billed", b.gw_url, b.gw_pid, b.up_pid()),
-        ("direct", UPSTREAMS[0].url, b.up_pid(), None),
+    gateway = {"gateway": b.wrk_env, "gateway_billed": billed_env}
+    fns: dict[str, Any] = {}
+    idle: dict[str, float] = {}
+    warm: dict[str, int] = {}
+    for label, url, root, other, env in (
+        *((label, b.gw_url, b.gw_pid, b.up_pid(), env) for label, env in gateway.items()),
+        ("direct", UPSTREAMS[0].url, b.up_pid(), None, b.wrk_env),
     ):
-        env = billed_env if label == "gateway_billed" else b.wrk_env
         b.log(f"throughput ({label}): wrk warm-up {p.wrk_warm_s}s, then {p.wrk_s}s")
-        warm = run_wrk(b.wrk, url, p.wrk_warm_s, env)
-        if label.startswith("gateway"):
-            b.sent_to_gateway += warm["requests"]
+        warmed = run_wrk(b.wrk, url, p.wrk_warm_s, env)
+        warm[label] = warmed["requests"]
+        if label in gateway:
+            b.sent_to_gateway += warmed["requests"]
             b.wrk_runs_on_gateway += 1
         time.sleep(1.0)  # let the usage writer flush the warm-up's records
         idle0, t_idle = cpu_seconds(root), time.perf_counter()
         time.sleep(1.0)
-        idle_us_per_s = (cpu_seconds(root) - idle0) * 1e6 / (time.perf_counter() - t_idle)
+        idle[label] = (cpu_seconds(root) - idle0) * 1e6 / (time.perf_counter() - t_idle)
 
         def one(
             url: str = url, root: int = root, other: int | None = other, label: str = label, env: Any = env
@@ -71,16 +76,20 @@ def throughput(b: Bench) -> None:
             res["wrk_cpu_s"] = round(w1 - w0, 3)
             if other is not None:
                 res["upstream_cpu_s"] = round(u1 - u0, 3)
-            if label.startswith("gateway"):
+            if label in gateway:
                 b.sent_to_gateway += res["requests"]
                 b.wrk_runs_on_gateway += 1
             if res["non_2xx"] or any(res["socket_errors"].values()):
                 b.log(f"WARNING: {label}: non-2xx={res['non_2xx']} socket errors={res['socket_errors']}")
             return res
 
-        res = b.measured(f"throughput-{label}", one, key="cpu_us_per_request", repeats=p.wrk_repeats)
-        res["warmup_requests"] = warm["requests"]
-        res["idle_cpu_us_per_s"] = round(idle_us_per_s, 1)
+        fns[label] = one
+    key = "cpu_us_per_request"
+    measured = b.measured_together({label: fns[label] for label in gateway}, key, p.wrk_repeats)
+    measured["direct"] = b.measured("throughput-direct", fns["direct"], key=key, repeats=p.wrk_repeats)
+    for label, res in measured.items():
+        res["warmup_requests"] = warm[label]
+        res["idle_cpu_us_per_s"] = round(idle[label], 1)
         out[label] = res
     b.results["throughput"] = out
 

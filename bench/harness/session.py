@@ -209,6 +209,21 @@ class Bench:
         for rep in range(repeats):
             name = f"{label} (run {rep + 1}/{repeats})" if repeats > 1 else label
             kept.append(self._quietest(name, fn))
+        return self.pick(label, kept, key)
+
+    def measured_together(
+        self, fns: dict[str, Callable[[], dict[str, Any]]], key: str, repeats: int
+    ) -> dict[str, dict[str, Any]]:
+        """Like :meth:`measured` for several variants, run in turn (A, B, A, B, ...) so that a
+        drift of the machine or of the gateway's state (its growing database) weighs on each alike."""
+        kept: dict[str, list[dict[str, Any]]] = {label: [] for label in fns}
+        for rep in range(repeats):
+            for label, fn in fns.items():
+                kept[label].append(self._quietest(f"{label} (run {rep + 1}/{repeats})", fn))
+        return {label: self.pick(label, runs, key) for label, runs in kept.items()}
+
+    def pick(self, label: str, kept: list[dict[str, Any]], key: str | None) -> dict[str, Any]:
+        """The run with the median ``key``, with the spread of the others."""
         if key is None or len(kept) == 1:
             chosen = kept[0]
         else:

@@ -361,6 +361,18 @@ def test_no_charge_before_the_first_byte_and_a_cut_stream_pays_for_what_it_got(
         for r in chained:
             costs = {a["outcome"]: a["cost_micro_usd"] for a in r["attempts"]}
             assert costs == {"failed": 0, "won": r["cost_micro_usd"]} and r["cost_micro_usd"] > 0
+        # An administrator gives the cut stream's charge back, once.
+        with gw.admin() as admin:
+            before = user_of(gw)["available_micro_usd"]
+            cut_id = raw.headers["x-request-id"]
+            refund = admin.post(f"/api/usage/{cut_id}/refund", json={"note": "cut short"})
+            assert refund.status_code == 201 and refund.json()["kind"] == "refund"
+            assert refund.json()["amount_micro_usd"] == expect and refund.json()["request_id"] == cut_id
+            assert user_of(gw)["available_micro_usd"] == before + expect
+            assert admin.post(f"/api/usage/{cut_id}/refund", json={}).status_code == 409
+            assert admin.post(f"/api/usage/{rid}/refund", json={}).status_code == 404  # never charged
+        entries = ledger_of(gw, alice["id"])
+        assert sum(e["amount_micro_usd"] for e in entries) == user_of(gw)["balance_micro_usd"]
     finally:
         gw.stop()
 

@@ -128,6 +128,20 @@ async def _book(api: AdminAPI, user_id: int, kind: str, amount: int, note: str |
     return entry
 
 
+async def refund(api: AdminAPI, req: AdminRequest) -> Reply:
+    body = decode_body(req.body, s.Refund)
+    try:
+        entry = await api.store.accounts.refund(req.path_params["request_id"], body.note)
+    except LookupError as exc:
+        if exc.args[0] == "unknown":
+            raise GatewayError(
+                Kind.NOT_FOUND, "No charge for that request id (yet: charges are written in batches)."
+            ) from None
+        raise GatewayError(Kind.CONFLICT, "That request has already been refunded.") from None
+    await api.meter.credit(entry.user_id, entry.amount_micro_usd)
+    return Reply(201, _entry_out(entry))
+
+
 def _entry_out(e: LedgerEntry) -> s.LedgerEntryOut:
     return msgspec.convert(msgspec.structs.asdict(e), s.LedgerEntryOut)
 
@@ -324,6 +338,15 @@ ACCOUNT_ROUTES: tuple[Route, ...] = (
             ("limit", "integer", "page size, 1-1000 (default 100)"),
             ("after", "integer", "the `next_after` of the previous page"),
         ),
+    ),
+    Route(
+        "POST",
+        "/api/usage/{request_id}/refund",
+        refund,
+        "Give a request's charge back to its user (once), as a refund ledger entry",
+        s.Refund,
+        s.LedgerEntryOut,
+        201,
     ),
     Route("GET", "/api/groups", list_groups, "List user groups", response=list[s.GroupOut]),
     Route("PUT", "/api/groups/{name}", put_group, "Create or change a group", s.GroupIn, s.GroupOut),

@@ -248,10 +248,14 @@ class TopUp(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     note: Annotated[str, msgspec.Meta(max_length=500)] | None = None
 
 
+class Refund(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    note: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
 class LedgerEntryOut(msgspec.Struct, kw_only=True):
     id: int
     user_id: int
-    kind: str  # initial | topup | charge | redemption | adjustment
+    kind: str  # initial | topup | charge | refund | redemption | adjustment
     amount_micro_usd: int
     created_at: int
     request_id: str | None

@@ -228,6 +228,41 @@ class Accounts:
             await _move_balances(conn, {user_id: amount})
         return _entry(row)
 
+    async def refund(self, request_id: str, note: str | None) -> LedgerEntry:
+        """Give a request's charge back, once, as a ``refund`` entry. Raises :class:`LookupError`
+        with ``unknown`` (no charge for that request) or ``refunded``."""
+        led = schema.ledger
+        async with self.engine.begin() as conn:
+            charge = (
+                await conn.execute(
+                    sa.select(led).where(led.c.request_id == request_id, led.c.kind == "charge")
+                )
+            ).first()
+            if charge is None:
+                raise LookupError("unknown")
+            done = await conn.scalar(
+                sa.select(led.c.id).where(led.c.request_id == request_id, led.c.kind == "refund").limit(1)
+            )
+            if done is not None:
+                raise LookupError("refunded")
+            user_id, amount = int(charge.user_id), -int(charge.amount_micro_usd)
+            row = (
+                await conn.execute(
+                    sa.insert(led)
+                    .values(
+                        user_id=user_id,
+                        kind="refund",
+                        amount_micro_usd=amount,
+                        created_at=_now_ms(),
+                        request_id=request_id,
+                        note=note,
+                    )
+                    .returning(*led.c)
+                )
+            ).one()
+            await _move_balances(conn, {user_id: amount})
+        return _entry(row)
+
     async def ledger(self, user_id: int, *, limit: int, after: int | None = None) -> list[LedgerEntry]:
         """Newest first; ``after`` is the id of the last entry of the previous page."""
         led = schema.ledger
@@ -384,12 +419,12 @@ class Accounts:
 
 
 async def _move_balances(conn: AsyncConnection, deltas: Mapping[int, int]) -> None:
-    u = schema.users
-    for user_id, delta in sorted(deltas.items()):  # one lock order: concurrent batches never deadlock
-        if delta:
-            await conn.execute(
-                sa.update(u).where(u.c.id == user_id).values(balance_micro_usd=u.c.balance_micro_usd + delta)
-            )
+    # One lock order (by user id): concurrent batches of several workers never deadlock.
+    rows = [(delta, user_id) for user_id, delta in sorted(deltas.items()) if delta]
+    if rows:
+        marks = ("?", "?") if conn.dialect.paramstyle == "qmark" else ("$1", "$2")
+        sql = f"UPDATE users SET balance_micro_usd = balance_micro_usd + {marks[0]} WHERE id = {marks[1]}"
+        await conn.exec_driver_sql(sql, rows)
 
 
 _ROLLUP_KEY = ("day", "user_id", "token_id", "model", "channel_id")
