@@ -45,10 +45,7 @@ def summary(r: dict[str, Any]) -> str:
         )
     billed = thr.get("gateway_billed", {})
     if gw and billed:
-        v, extra = (
-            billed["cpu_us_per_request"],
-            round(billed["cpu_us_per_request"] - gw["cpu_us_per_request"], 1),
-        )
+        v, extra = billed["cpu_us_per_request"], _paired_extra(gw, billed)
         lines.append(
             f"| accounting on the hot path: billed user, every limit on (CPU per request; extra over "
             f"an unbilled token, median of the round-by-round differences) | {v} µs{_spread(billed)}; "

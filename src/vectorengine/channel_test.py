@@ -11,8 +11,8 @@ from vectorengine.errors import GatewayError
 from vectorengine.protocol import openai as wire
 from vectorengine.protocol.openai import Endpoint
 from vectorengine.store.records import Channel
-from vectorengine.upstreams import dialect_for
 from vectorengine.upstreams.transport import PyreqwestTransport
+from vectorengine.upstreams.wires import dialect_for
 
 
 @dataclass(frozen=True)

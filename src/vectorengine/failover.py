@@ -38,9 +38,9 @@ from vectorengine.routing.ratelimit_headers import retry_after_s
 from vectorengine.routing.selection import Avoid, Pick, RouteTable, Selector
 from vectorengine.settings import RoutingConfig, UpstreamConfig
 from vectorengine.store.records import AttemptRecord, Channel, Hedge, Token
-from vectorengine.upstreams import dialect_for
 from vectorengine.upstreams.dialect import Dialect
 from vectorengine.upstreams.transport import Transport, UpstreamResponse
+from vectorengine.upstreams.wires import dialect_for
 
 # Upstream statuses that describe the channel's own credentials or billing, not the caller's
 # request: passing them on would tell the caller their (valid) key is wrong.

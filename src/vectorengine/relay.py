@@ -27,7 +27,7 @@ from vectorengine.protocol import openai as wire
 from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import UsageRecord
 from vectorengine.store.snapshot import SnapshotHolder
-from vectorengine.upstreams import dialect_for, wire_of
+from vectorengine.upstreams.wires import dialect_for, wire_of
 
 ResponseHeaders = list[tuple[str, str]]
 

@@ -9,8 +9,8 @@ import pytest
 
 from vectorengine.protocol import openai as wire
 from vectorengine.store.records import Channel
-from vectorengine.upstreams import dialect_for
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
+from vectorengine.upstreams.wires import dialect_for
 
 CHAT = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 

@@ -16,6 +16,7 @@ Charging policy (docs/billing.md):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
@@ -61,7 +62,7 @@ class Hold:
 
 
 class Periods:
-    """Calendar day and month in the billing time zone, and seconds until each ends."""
+    """Calendar day and month in the billing time zone, and when each ends (unix seconds)."""
 
     def __init__(self, timezone: str) -> None:
         self._tz = ZoneInfo(timezone)
@@ -254,11 +255,16 @@ def _check_ip(limits: Limits, client_ip: str | None, name: str) -> None:
         addr = ipaddress.ip_address(client_ip or "")
     except ValueError:
         addr = None
-    if addr is None or not any(addr in ipaddress.ip_network(net, strict=False) for net in limits.ip_allow):
+    if addr is None or not any(addr in net for net in _networks(limits.ip_allow)):
         raise GatewayError(
             Kind.IP_NOT_ALLOWED,
             f"Requests from {client_ip or 'an unknown address'} are not allowed for {name}.",
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
 def _refusal(denied: Denied, amount: int) -> GatewayError:

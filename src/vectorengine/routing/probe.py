@@ -28,9 +28,9 @@ from vectorengine.routing.policy import (
 from vectorengine.routing.ratelimit_headers import retry_after_s
 from vectorengine.settings import HealthConfig
 from vectorengine.store.records import Channel
-from vectorengine.upstreams import dialect_for
 from vectorengine.upstreams.dialect import Dialect
 from vectorengine.upstreams.transport import Transport
+from vectorengine.upstreams.wires import dialect_for
 
 log = logging.getLogger(__name__)
 

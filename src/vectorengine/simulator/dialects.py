@@ -19,10 +19,10 @@ from vectorengine.simulator import anthropic, gemini
 from vectorengine.simulator.wire import ApiError, Headers, RSGIScope
 
 if TYPE_CHECKING:
-    from vectorengine.simulator.openai import _Exchange
+    from vectorengine.simulator.exchange import Exchange
 
 Dialect = Literal["openai", "azure", "anthropic", "gemini"]
-Handler = Callable[["_Exchange", bytes], Awaitable[None]]
+Handler = Callable[["Exchange", bytes], Awaitable[None]]
 
 _AZURE_PREFIX = "/openai/deployments/"
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")  # google-genai 3 defaults to v1
@@ -158,7 +158,7 @@ AZURE_FIRST_CHUNK = (
 # --------------------------------------------------------------------------- handlers
 
 
-def _json(ex: _Exchange, raw: bytes) -> dict[str, Any]:
+def _json(ex: Exchange, raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -170,7 +170,7 @@ def _json(ex: _Exchange, raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _anthropic_request(ex: _Exchange, raw: bytes, *, count_only: bool) -> anthropic.MessagesRequest:
+def _anthropic_request(ex: Exchange, raw: bytes, *, count_only: bool) -> anthropic.MessagesRequest:
     if not ex.scope.headers.get("anthropic-version"):
         raise ApiError(400, "anthropic-version: header is required")
     request = anthropic.parse(_json(ex, raw), count_only=count_only)
@@ -179,7 +179,7 @@ def _anthropic_request(ex: _Exchange, raw: bytes, *, count_only: bool) -> anthro
     return request
 
 
-async def _messages(ex: _Exchange, raw: bytes) -> None:
+async def _messages(ex: Exchange, raw: bytes) -> None:
     request = _anthropic_request(ex, raw, count_only=False)
     ex.app._admit(
         ex, request.model, request.prompt_tokens, lambda: anthropic.context_too_long(request.prompt_tokens)
@@ -192,12 +192,12 @@ async def _messages(ex: _Exchange, raw: bytes) -> None:
         await ex.send_json(reply.message())
 
 
-async def _count_messages(ex: _Exchange, raw: bytes) -> None:
+async def _count_messages(ex: Exchange, raw: bytes) -> None:
     request = _anthropic_request(ex, raw, count_only=True)
     await ex.send_json(anthropic.count_tokens(request))
 
 
-async def _gemini(ex: _Exchange, raw: bytes) -> None:
+async def _gemini(ex: Exchange, raw: bytes) -> None:
     name, _, method = ex.scope.path.split("/models/", 1)[1].rpartition(":")
     model = unquote(name)
     if method not in _GEMINI_METHODS or not model:
@@ -222,7 +222,7 @@ async def _gemini(ex: _Exchange, raw: bytes) -> None:
 
 
 def _azure(deployment: str, handler: Handler) -> Handler:
-    async def serve(ex: _Exchange, raw: bytes) -> None:
+    async def serve(ex: Exchange, raw: bytes) -> None:
         if not parse_qs(ex.scope.query_string).get("api-version"):
             raise ApiError(404, "Resource not found", code="404")
         if ex.scope.method == "POST":

@@ -17,14 +17,12 @@ a client that goes away is noticed at once and counted in the stats (``aborted``
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
 import multiprocessing
 import os
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -42,28 +40,24 @@ from vectorengine.simulator.chat import (
 )
 from vectorengine.simulator.config import FaultSpec, SimulatorConfig
 from vectorengine.simulator.dialects import Dialect
-from vectorengine.simulator.faults import SPEC_HELP, FaultKeyError, abort_connection, parse_fault_spec
+from vectorengine.simulator.exchange import ClientGone, Exchange, server_error
+from vectorengine.simulator.faults import SPEC_HELP, FaultKeyError, parse_fault_spec
 from vectorengine.simulator.keys import KeyFaults
-from vectorengine.simulator.ratelimit import KeyRateLimit, Rejection
+from vectorengine.simulator.ratelimit import Rejection
 from vectorengine.simulator.responses import ResponseStore
 from vectorengine.simulator.stats import NO_KEY, CallStats
 from vectorengine.simulator.wire import (
-    DONE,
     JSON_TYPE,
-    OPENAI_VERSION,
-    SSE_TYPE,
     ApiError,
-    Headers,
     RSGIProtocol,
     RSGIScope,
     duration,
     number_text,
-    request_id,
 )
 
 log = logging.getLogger(__name__)
 
-_Handler = Callable[["_Exchange", bytes], Awaitable[None]]
+_Handler = Callable[["Exchange", bytes], Awaitable[None]]
 _TooLong = Callable[[], ApiError]
 
 _NO_KEY_MESSAGE = (
@@ -78,16 +72,10 @@ _BAD_JSON_MESSAGE = (
     "If you have trouble figuring out how to fix this, please contact us through our help center at "
     "help.openai.com.)"
 )
-_SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
 _RATE_LIMITS_URL = "https://platform.openai.com/account/rate-limits"
 _ORGANIZATION_ID = "org-simulator"  # as named in rate-limit messages
-_DROP_GRACE_S = 0.05
 _IMMEDIATE = frozenset({"429", "insufficient-quota", "500", "503", "400", "401"})
 _KEYS_PATH = "/_sim/keys/"
-
-
-class ClientGone(Exception):
-    """The client disconnected while the simulator was waiting to answer it."""
 
 
 def _masked(key: str) -> str:
@@ -101,10 +89,6 @@ def _incorrect_key(key: str, detail: str = "") -> ApiError:
         "You can find your API key at https://platform.openai.com/account/api-keys.",
         code="invalid_api_key",
     )
-
-
-def _server_error() -> ApiError:
-    return ApiError(500, _SERVER_ERROR_MESSAGE, type="server_error")
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
@@ -141,140 +125,6 @@ def _delay_ms(scope: RSGIScope, header: str, default: float) -> float:
     return value
 
 
-class _Exchange:
-    """One request being answered: its key, timing and response helpers."""
-
-    def __init__(self, app: OpenAISimulator, scope: RSGIScope, protocol: RSGIProtocol) -> None:
-        self.app = app
-        self.scope = scope
-        self.protocol = protocol
-        self.key = NO_KEY
-        self.fault: FaultSpec | None = None
-        self.limiter: KeyRateLimit | None = None  # the buckets of a ``ratelimit`` key
-        self.chunk_delay_ms = app.config.chunk_delay_ms
-        self.request_id = request_id()
-        self.started = time.perf_counter()
-        self.arrived = time.monotonic()
-        self.counted = False  # a /v1 call in the stats: statuses and aborts are recorded too
-        self.responded = False  # the status line is on its way; errors can no longer be sent
-        self.dialect: Dialect = "openai"  # whose headers, error envelopes and stream framing to use
-        self._gone: asyncio.Future[None] | None = None  # resolves when the client disconnects
-
-    async def pause(self, seconds: float | None) -> None:
-        """Wait ``seconds`` (``None``: until the client leaves); :class:`ClientGone` as soon as
-        the client disconnects."""
-        if self._gone is None:
-            self._gone = asyncio.ensure_future(self.protocol.client_disconnect())
-        await asyncio.wait((self._gone,), timeout=seconds)
-        if self._gone.done():
-            raise ClientGone
-
-    def close(self) -> None:
-        if self._gone is not None and not self._gone.done():
-            self._gone.cancel()
-
-    def _status(self, status: int) -> None:
-        self.responded = True
-        if self.counted:
-            self.app.stats.record_status(self.key, status)
-
-    def use_tokens(self, tokens: int) -> None:
-        """Count the prompt and completion tokens of the answer (stats and rate limit)."""
-        self.app.stats.add_tokens(self.key, tokens)
-        if self.limiter is not None:
-            self.limiter.charge(tokens)
-
-    def headers(
-        self, content_type: str, extra: Sequence[tuple[str, str]] = (), exhausted: bool = False
-    ) -> Headers:
-        """The dialect's response headers; ``extra`` ones replace those of the same name."""
-        elapsed = round((time.perf_counter() - self.started) * 1000)
-        limits = (
-            self.limiter.headers()
-            if self.limiter is not None
-            else self.app.stats.rate_limit_headers(self.key, exhausted)
-        )
-        if self.dialect in ("openai", "azure"):
-            base = [
-                ("content-type", content_type),
-                ("x-request-id", self.request_id),
-                ("openai-organization", self.app.config.organization),
-                ("openai-processing-ms", str(elapsed)),
-                ("openai-version", OPENAI_VERSION),
-                *limits,
-            ]
-            if self.dialect == "azure":
-                base += [("apim-request-id", self.request_id[4:]), ("x-ms-region", "Sweden Central")]
-        else:
-            base = dialects.headers(self.dialect, content_type, self.request_id, elapsed, limits)
-        replaced = {name for name, _ in extra}
-        return [*(h for h in base if h[0] not in replaced), *extra]
-
-    def send_error(self, error: ApiError) -> None:
-        exhausted = error.code == "rate_limit_exceeded"
-        status, body, extra = dialects.error(self.dialect, error, self.request_id)
-        self._status(status)
-        self.protocol.response_bytes(status, self.headers(JSON_TYPE, extra, exhausted), body)
-
-    async def send_json(self, obj: Any) -> None:
-        body = orjson.dumps(dialects.azure_json(obj) if self.dialect == "azure" else obj)
-        mode = self.fault.mode if self.fault else None
-        if mode == "malformed-json":
-            self._status(200)
-            self.protocol.response_bytes(200, self.headers(JSON_TYPE), body[: max(len(body) // 2, 1)])
-        elif mode == "drop-mid-stream":
-            self._status(200)
-            headers = self.headers(JSON_TYPE, [("content-length", str(len(body)))])
-            transport = self.protocol.response_stream(200, headers)
-            await transport.send_bytes(body[: len(body) // 2])
-            await self._drop()
-        elif mode == "mid-stream-error":
-            self.send_error(_server_error())
-        else:
-            self._status(200)
-            self.protocol.response_bytes(200, self.headers(JSON_TYPE), body)
-
-    def send_body(self, content_type: str, body: bytes) -> None:
-        """A non-JSON answer (audio, a plain-text transcript)."""
-        self._status(200)
-        self.protocol.response_bytes(200, self.headers(content_type), body)
-
-    async def send_events(self, events: list[bytes], *, done: bool = True) -> None:
-        """Stream SSE ``events`` then the dialect's end (OpenAI's ``[DONE]``), applying a stream
-        fault if one strikes."""
-        self._status(200)
-        transport = self.protocol.response_stream(
-            200, self.headers(SSE_TYPE, [("cache-control", "no-cache")])
-        )
-        strike_at = min(self.fault.after_chunks, len(events)) if self.fault else -1
-        delay = self.chunk_delay_ms / 1000
-        end = [DONE] if done and self.dialect in ("openai", "azure") else []
-        if self.dialect == "azure" and events and b'"chat.completion.chunk"' in events[0]:
-            events = [dialects.AZURE_FIRST_CHUNK, *events]
-        for i, event in enumerate([*events, *end]):
-            if i and delay:
-                await self.pause(delay)
-            if i == strike_at and self.fault is not None:
-                if self.fault.mode == "drop-mid-stream":
-                    await self._drop()
-                    return
-                if self.fault.mode == "mid-stream-error":
-                    await transport.send_bytes(dialects.stream_error(self.dialect, _server_error()))
-                    return
-                if self.fault.mode == "malformed-json":
-                    await transport.send_bytes(event[: len(event) // 2].rstrip(b"\n") + b"\n\n")
-                    continue
-            await transport.send_bytes(event)
-
-    async def _drop(self) -> None:
-        await asyncio.sleep(_DROP_GRACE_S)  # let Granian flush what was sent
-        if not abort_connection(self.scope.client):
-            log.warning(
-                "drop-mid-stream: no socket found for peer %s; the response ends early instead",
-                self.scope.client,
-            )
-
-
 class OpenAISimulator:
     """A fake OpenAI upstream as an RSGI application (``__rsgi__``)."""
 
@@ -306,7 +156,7 @@ class OpenAISimulator:
         """Called by Granian when the worker stops; nothing to release."""
 
     async def __rsgi__(self, scope: RSGIScope, protocol: RSGIProtocol) -> None:
-        exchange = _Exchange(self, scope, protocol)
+        exchange = Exchange(self, scope, protocol)
         try:
             if scope.path.startswith("/_sim/"):
                 await self._control(exchange)
@@ -320,7 +170,7 @@ class OpenAISimulator:
         except Exception:
             log.exception("simulator failure on %s %s", scope.method, scope.path)
             if not exchange.responded:
-                exchange.send_error(_server_error())
+                exchange.send_error(server_error())
         finally:
             exchange.close()
 
@@ -344,7 +194,7 @@ class OpenAISimulator:
             raise ApiError(405, f"Invalid method for URL ({method} {path})", headers=[("allow", allowed)])
         return handler, dialect
 
-    async def _serve(self, ex: _Exchange) -> None:
+    async def _serve(self, ex: Exchange) -> None:
         scope = ex.scope
         handler, ex.dialect = self._route(scope.method, scope.path)
         if ex.dialect == "openai":
@@ -369,7 +219,7 @@ class OpenAISimulator:
             await self._strike(ex, fault, call_number, raw)
         await handler(ex, raw)
 
-    async def _strike(self, ex: _Exchange, fault: FaultSpec, call_number: int, raw: bytes) -> None:
+    async def _strike(self, ex: Exchange, fault: FaultSpec, call_number: int, raw: bytes) -> None:
         """Apply ``fault`` if it strikes this call: wait, raise its error, or leave it to the
         handler (stream faults, ``context-length``)."""
         if not self.keys.strikes(ex.key, fault, call_number, ex.arrived):
@@ -391,7 +241,7 @@ class OpenAISimulator:
         except FaultKeyError as exc:
             raise _incorrect_key(key, f"(Simulator: {exc}.) ") from None
 
-    def _admit(self, ex: _Exchange, model: str, prompt_tokens: int, too_long: _TooLong | None = None) -> None:
+    def _admit(self, ex: Exchange, model: str, prompt_tokens: int, too_long: _TooLong | None = None) -> None:
         """The faults that need the parsed request: ``context-length`` (``too_long`` builds its
         error; ``None`` where it does not apply) and the buckets of a ``ratelimit`` key."""
         if too_long is not None and ex.fault is not None and ex.fault.mode == "context-length":
@@ -439,7 +289,7 @@ class OpenAISimulator:
             )
         if fault.mode == "401":
             return _incorrect_key(key)
-        return _server_error()
+        return server_error()
 
     def _check_model(self, model: str) -> None:
         if self.config.strict_models and model not in self.config.models:
@@ -447,7 +297,7 @@ class OpenAISimulator:
 
     # ------------------------------------------------------------------ handlers
 
-    async def _chat(self, ex: _Exchange, raw: bytes) -> None:
+    async def _chat(self, ex: Exchange, raw: bytes) -> None:
         request = parse_chat(_parse_json(raw))
         self._check_model(request.model)
         self._admit(ex, request.model, request.prompt_tokens, lambda: context_length_exceeded(request))
@@ -461,7 +311,7 @@ class OpenAISimulator:
         else:
             await ex.send_json(result.completion())
 
-    async def _completions(self, ex: _Exchange, raw: bytes) -> None:
+    async def _completions(self, ex: Exchange, raw: bytes) -> None:
         body = _parse_json(raw)
         result, stream = endpoints.completion_answer(body)
         self._check_model(result.model)
@@ -472,7 +322,7 @@ class OpenAISimulator:
         else:
             await ex.send_json(result.completion())
 
-    async def _embeddings(self, ex: _Exchange, raw: bytes) -> None:
+    async def _embeddings(self, ex: Exchange, raw: bytes) -> None:
         body = _parse_json(raw)
         response, tokens = endpoints.embeddings_body(body)
         self._check_model(response["model"])
@@ -480,11 +330,11 @@ class OpenAISimulator:
         ex.use_tokens(tokens)
         await ex.send_json(response)
 
-    async def _list_models(self, ex: _Exchange, raw: bytes) -> None:
+    async def _list_models(self, ex: Exchange, raw: bytes) -> None:
         self._admit(ex, self.config.models[0] if self.config.models else "gpt-4o", 0)
         await ex.send_json(endpoints.models_body(self.config.models))
 
-    async def _retrieve_model(self, ex: _Exchange, raw: bytes) -> None:
+    async def _retrieve_model(self, ex: Exchange, raw: bytes) -> None:
         model = unquote(ex.scope.path[len("/v1/models/") :])
         self._admit(ex, model, 0)
         if model not in self.config.models:
@@ -493,10 +343,10 @@ class OpenAISimulator:
 
     # ------------------------------------------------------------------ media
 
-    def _form(self, ex: _Exchange, raw: bytes) -> media.Form:
+    def _form(self, ex: Exchange, raw: bytes) -> media.Form:
         return media.parse_form(raw, ex.scope.headers.get("content-type"))
 
-    async def _images(self, ex: _Exchange, raw: bytes) -> None:
+    async def _images(self, ex: Exchange, raw: bytes) -> None:
         body = _parse_json(raw)
         self._check_model(str(body.get("model") or "dall-e-2"))
         self._admit(ex, str(body.get("model") or "dall-e-2"), 0)
@@ -504,36 +354,36 @@ class OpenAISimulator:
         ex.use_tokens(tokens)
         await ex.send_json(answer)
 
-    async def _image_edits(self, ex: _Exchange, raw: bytes) -> None:
+    async def _image_edits(self, ex: Exchange, raw: bytes) -> None:
         form = self._form(ex, raw)
         self._admit(ex, form.fields.get("model") or "dall-e-2", 0)
         answer, tokens = media.image_edit(form)
         ex.use_tokens(tokens)
         await ex.send_json(answer)
 
-    async def _speech(self, ex: _Exchange, raw: bytes) -> None:
+    async def _speech(self, ex: Exchange, raw: bytes) -> None:
         body = _parse_json(raw)
         self._admit(ex, str(body.get("model") or "tts-1"), 0)
         content_type, audio, units = media.speech(body)
         ex.use_tokens(units)
         ex.send_body(content_type, audio)
 
-    async def _transcriptions(self, ex: _Exchange, raw: bytes, translate: bool = False) -> None:
+    async def _transcriptions(self, ex: Exchange, raw: bytes, translate: bool = False) -> None:
         form = self._form(ex, raw)
         self._admit(ex, form.fields.get("model") or "whisper-1", 0)
         content_type, body, tokens = media.transcription(form, translate=translate)
         ex.use_tokens(tokens)
         ex.send_body(content_type, body)
 
-    async def _translations(self, ex: _Exchange, raw: bytes) -> None:
+    async def _translations(self, ex: Exchange, raw: bytes) -> None:
         await self._transcriptions(ex, raw, translate=True)
 
-    async def _moderations(self, ex: _Exchange, raw: bytes) -> None:
+    async def _moderations(self, ex: Exchange, raw: bytes) -> None:
         body = _parse_json(raw)
         self._admit(ex, str(body.get("model") or "omni-moderation-latest"), 0)
         await ex.send_json(media.moderation(body))
 
-    async def _rerank(self, ex: _Exchange, raw: bytes) -> None:
+    async def _rerank(self, ex: Exchange, raw: bytes) -> None:
         body = _parse_json(raw)
         self._admit(ex, str(body.get("model") or "rerank"), 0)
         answer, tokens = media.rerank(body)
@@ -542,7 +392,7 @@ class OpenAISimulator:
 
     # ------------------------------------------------------------------ responses
 
-    async def _responses(self, ex: _Exchange, raw: bytes) -> None:
+    async def _responses(self, ex: Exchange, raw: bytes) -> None:
         request = responses.parse(_parse_json(raw), self.responses)
         chat = request.chat
         self._check_model(chat.model)
@@ -558,7 +408,7 @@ class OpenAISimulator:
         else:
             await ex.send_json(result.response())
 
-    async def _retrieve_response(self, ex: _Exchange, raw: bytes) -> None:
+    async def _retrieve_response(self, ex: Exchange, raw: bytes) -> None:
         response_id = unquote(ex.scope.path[len("/v1/responses/") :])
         stored = self.responses.get(response_id)
         if stored is None:
@@ -567,7 +417,7 @@ class OpenAISimulator:
 
     # ------------------------------------------------------------------ control
 
-    async def _control(self, ex: _Exchange) -> None:
+    async def _control(self, ex: Exchange) -> None:
         method, path = ex.scope.method, ex.scope.path
         if path.startswith(_KEYS_PATH) and len(path) > len(_KEYS_PATH):
             allowed = "GET, PUT, DELETE"
