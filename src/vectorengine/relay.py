@@ -12,6 +12,7 @@ usage record of the request, which is queued exactly once whatever happens.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -28,6 +29,8 @@ from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import UsageRecord
 from vectorengine.store.snapshot import SnapshotHolder
 from vectorengine.upstreams.wires import dialect_for, wire_of
+
+log = logging.getLogger(__name__)
 
 ResponseHeaders = list[tuple[str, str]]
 
@@ -173,10 +176,13 @@ class Relay:
             if gone is not None:
                 gone.stop()
             if hold is not None:
-                answer = bytes(opened.body) if opened is not None and opened.body is not None else None
-                usage = opened.usage if opened is not None else None
-                delivered = opened.delivered if opened is not None else 0
-                self._accountant.settle(hold, rec, usage, opened is not None, delivered, answer)
+                try:
+                    if opened is None:
+                        self._accountant.settle(hold, rec, None, False, 0)
+                    else:
+                        self._accountant.settle(hold, rec, opened.usage, True, opened.delivered, opened.body)
+                except Exception:  # the record must still be queued, whatever went wrong here
+                    log.exception("settling %s failed; its hold is not released", req.request_id)
             if opened is not None:
                 await opened.close()
             if not rec.attempts or (len(rec.attempts) == 1 and rec.attempts[0].outcome == "won"):

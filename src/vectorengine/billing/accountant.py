@@ -200,7 +200,7 @@ class Accountant:
         usage: Usage | None,
         answered: bool,
         delivered_chunks: int,
-        answer: bytes | None = None,
+        answer: bytes | memoryview | None = None,
     ) -> None:
         """Price what the request used, release the rest of its hold, and fill in the record."""
         if hold is None:
@@ -231,11 +231,11 @@ class Accountant:
             self.meter.settle(hold.plan, charged, tokens, int(self._clock()))
 
 
-def _answer_tokens(rec: UsageRecord, answer: bytes) -> int:
+def _answer_tokens(rec: UsageRecord, answer: bytes | memoryview) -> int:
     """Completion tokens of a JSON answer that reported none (text generations only)."""
     if rec.endpoint not in (Endpoint.CHAT.path, Endpoint.COMPLETIONS.path):
         return 0
-    return tokencount.count_text(answer.decode("utf-8", "replace"))
+    return tokencount.count_text(bytes(answer).decode("utf-8", "replace"))
 
 
 def _rates(checks: list[Check], limits: Limits, who: str, name: str) -> None:
@@ -346,9 +346,9 @@ def _fixed_units(call: Call) -> Units:
     return Units(images=_images(call), media_ms=MEDIA_BOUND_MS if audio_in else 0)
 
 
-def _media_ms(hold: Hold, answer: bytes | None) -> int:
+def _media_ms(hold: Hold, answer: bytes | memoryview | None) -> int:
     """Milliseconds of audio a transcription reports (``duration`` or ``usage.seconds``)."""
-    if not hold.audio_in or not answer or not answer.lstrip().startswith(b"{"):
+    if not hold.audio_in or not answer or not bytes(answer).lstrip().startswith(b"{"):
         return 0
     try:
         obj = orjson.loads(answer)

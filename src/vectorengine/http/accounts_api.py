@@ -18,7 +18,15 @@ from vectorengine.billing.accountant import Periods, quota_key, spend_keys
 from vectorengine.billing.prices import Price
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.http import admin_schema as s
-from vectorengine.http.admin_base import AdminRequest, Reply, Route, decode_body, int_param, set_fields
+from vectorengine.http.admin_base import (
+    AdminRequest,
+    Reply,
+    Route,
+    decode_body,
+    int_param,
+    page_limit,
+    set_fields,
+)
 from vectorengine.keys import hash_key, key_hint
 from vectorengine.store.records import LedgerEntry, Token, User
 
@@ -148,9 +156,7 @@ def _entry_out(e: LedgerEntry) -> s.LedgerEntryOut:
 
 async def user_ledger(api: AdminAPI, req: AdminRequest) -> Reply:
     user = await _get_user(api, req)
-    limit = int_param(req, "limit", req.query.get("limit", "100"))
-    if not 1 <= limit <= 1000:
-        raise GatewayError(Kind.INVALID_REQUEST, "`limit` must be between 1 and 1000.", param="limit")
+    limit = page_limit(req)
     after = int_param(req, "after", req.query["after"]) if "after" in req.query else None
     rows = await api.store.accounts.ledger(user.id, limit=limit + 1, after=after)
     more = len(rows) > limit

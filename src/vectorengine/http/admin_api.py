@@ -23,6 +23,7 @@ from vectorengine.http.admin_base import (
     Route,
     decode_body,
     int_param,
+    page_limit,
     send_reply,
     set_fields,
     time_param,
@@ -306,9 +307,7 @@ async def list_usage(api: AdminAPI, req: AdminRequest) -> Reply:
     if unknown:
         name = sorted(unknown)[0]
         raise GatewayError(Kind.INVALID_REQUEST, f"Unknown query parameter `{name}`.", param=name)
-    limit = int_param(req, "limit", q.get("limit", "100"))
-    if not 1 <= limit <= 1000:
-        raise GatewayError(Kind.INVALID_REQUEST, "`limit` must be between 1 and 1000.", param="limit")
+    limit = page_limit(req)
     flt = UsageFilter(
         token_id=int_param(req, "token", q["token"]) if "token" in q else None,
         model=q.get("model"),

@@ -103,3 +103,11 @@ def time_param(name: str, value: str | None) -> int | None:
             Kind.INVALID_REQUEST, f"`{name}` must be unix seconds or an ISO 8601 time.", param=name
         ) from None
     return int(dt.timestamp() * 1000)
+
+
+def page_limit(req: AdminRequest) -> int:
+    """The ``limit`` of a paged list: 1-1000, default 100."""
+    limit = int_param(req, "limit", req.query.get("limit", "100"))
+    if not 1 <= limit <= 1000:
+        raise GatewayError(Kind.INVALID_REQUEST, "`limit` must be between 1 and 1000.", param="limit")
+    return limit

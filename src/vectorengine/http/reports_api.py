@@ -12,7 +12,7 @@ import msgspec
 from vectorengine.billing.money import usd
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.http import admin_schema as s
-from vectorengine.http.admin_base import AdminRequest, Reply, Route, int_param, time_param
+from vectorengine.http.admin_base import AdminRequest, Reply, Route, int_param, page_limit, time_param
 from vectorengine.store.records import StoredUsage, UsageFilter
 
 if TYPE_CHECKING:
@@ -134,9 +134,7 @@ async def daily_rollup(api: AdminAPI, req: AdminRequest) -> Reply:
 
 async def list_alerts(api: AdminAPI, req: AdminRequest) -> Reply:
     q = req.query
-    limit = int_param(req, "limit", q.get("limit", "100"))
-    if not 1 <= limit <= 1000:
-        raise GatewayError(Kind.INVALID_REQUEST, "`limit` must be between 1 and 1000.", param="limit")
+    limit = page_limit(req)
     after = int_param(req, "after", q["after"]) if "after" in q else None
     rows = await api.store.alerts.page(
         limit=limit + 1, after=after, kind=q.get("kind"), since_ms=time_param("since", q.get("since"))
