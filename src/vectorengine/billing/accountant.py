@@ -126,12 +126,14 @@ class Accountant:
                 "the administrator can set one.",
                 param="model",
             )
+        images, audio_in = _fixed(call)
         amount = 0
         if money and price is not None:
             max_out = _max_output(call, price, self.billing.default_max_output)
-            amount = bound(price, self._held_prompt(call), max_out, multiplier_ppm, _fixed_units(call))
+            held_media = Units(images=images, media_ms=MEDIA_BOUND_MS if audio_in else 0)
+            amount = bound(price, self._held_prompt(call), max_out, multiplier_ppm, held_media)
         plan = Plan(amount, checks, user.id if user is not None else None) if checks else None
-        hold = Hold(plan, price, multiplier_ppm, call, user.id if user else None, *_fixed(call))
+        hold = Hold(plan, price, multiplier_ppm, call, user.id if user else None, images, audio_in)
         if plan is not None:
             try:
                 await self.meter.admit(plan, int(now))
@@ -338,12 +340,8 @@ def _images(call: Call) -> int:
 
 
 def _fixed(call: Call) -> tuple[int, bool]:
+    """Images a request asks for, and whether it uploads audio (priced by its length)."""
     return _images(call), call.endpoint in (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
-
-
-def _fixed_units(call: Call) -> Units:
-    audio_in = call.endpoint in (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
-    return Units(images=_images(call), media_ms=MEDIA_BOUND_MS if audio_in else 0)
 
 
 def _media_ms(hold: Hold, answer: bytes | memoryview | None) -> int:

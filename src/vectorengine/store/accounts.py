@@ -422,8 +422,8 @@ async def _move_balances(conn: AsyncConnection, deltas: Mapping[int, int]) -> No
     # One lock order (by user id): concurrent batches of several workers never deadlock.
     rows = [(delta, user_id) for user_id, delta in sorted(deltas.items()) if delta]
     if rows:
-        marks = ("?", "?") if conn.dialect.paramstyle == "qmark" else ("$1", "$2")
-        sql = f"UPDATE users SET balance_micro_usd = balance_micro_usd + {marks[0]} WHERE id = {marks[1]}"
+        delta, user = placeholders(conn.dialect.paramstyle, 2)
+        sql = f"UPDATE users SET balance_micro_usd = balance_micro_usd + {delta} WHERE id = {user}"
         await conn.exec_driver_sql(sql, rows)
 
 
@@ -440,10 +440,9 @@ _ROLLUP_SUMS = (
 _LEDGER_COLUMNS = ("user_id", "kind", "amount_micro_usd", "created_at", "request_id")
 
 
-def _marks(conn: AsyncConnection, n: int) -> str:
-    if conn.dialect.paramstyle == "qmark":
-        return ", ".join("?" * n)
-    return ", ".join(f"${i}" for i in range(1, n + 1))
+def placeholders(paramstyle: str, n: int) -> list[str]:
+    """Bind markers for plain SQL sent to the driver: SQLite's ``?`` or asyncpg's ``$1``…"""
+    return ["?"] * n if paramstyle == "qmark" else [f"${i}" for i in range(1, n + 1)]
 
 
 def _rollup_sql(conn: AsyncConnection) -> str:
@@ -451,14 +450,16 @@ def _rollup_sql(conn: AsyncConnection) -> str:
     # SQLAlchemy per batch, this statement cost more than the records it sums.
     columns = (*_ROLLUP_KEY, *_ROLLUP_SUMS)
     sums = ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
+    marks = ", ".join(placeholders(conn.dialect.paramstyle, len(columns)))
     return (
-        f"INSERT INTO usage_daily ({', '.join(columns)}) VALUES ({_marks(conn, len(columns))}) "
+        f"INSERT INTO usage_daily ({', '.join(columns)}) VALUES ({marks}) "
         f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET {sums}"
     )
 
 
 def _ledger_sql(conn: AsyncConnection) -> str:
-    return f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) VALUES ({_marks(conn, len(_LEDGER_COLUMNS))})"
+    marks = ", ".join(placeholders(conn.dialect.paramstyle, len(_LEDGER_COLUMNS)))
+    return f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) VALUES ({marks})"
 
 
 async def book_usage(conn: AsyncConnection, records: Sequence[UsageRecord], tz: ZoneInfo) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vectorengine.billing.prices import Price
 from vectorengine.store import schema
-from vectorengine.store.accounts import Accounts, book_usage
+from vectorengine.store.accounts import Accounts, book_usage, placeholders
 from vectorengine.store.alert_log import AlertLog
 from vectorengine.store.engine import create_engine
 from vectorengine.store.records import (
@@ -109,11 +109,7 @@ class Store:
         self.billing_tz = ZoneInfo(billing_tz)
         self.accounts = Accounts(engine, self._bump)
         self.alerts = AlertLog(engine)
-        marks = (
-            ["?"] * len(_USAGE_COLUMNS)
-            if engine.dialect.paramstyle == "qmark"
-            else [f"${i}" for i in range(1, len(_USAGE_COLUMNS) + 1)]
-        )
+        marks = placeholders(engine.dialect.paramstyle, len(_USAGE_COLUMNS))
         self._usage_insert = (
             f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join(marks)})"
         )
