@@ -13,6 +13,9 @@ background task reads them and checks:
 * an upstream key taken out of service for its credentials or billing (the provider says the
   key is invalid, or its balance or quota is exhausted).
 
+The provider balance poller (:mod:`vectorengine.routing.balance`) raises ``upstream_balance_low``
+through :meth:`AlertWatch.raise_alert`.
+
 Each alert is a row in the ``alerts`` table, then a POST to every webhook with an HMAC-SHA256
 signature, retried with exponential backoff until it is delivered or ``max_attempts`` is spent.
 """
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -48,12 +50,15 @@ SIGNATURE_HEADER = "x-vectorengine-signature"  # "t=<unix seconds>,v1=<hex HMAC-
 _AUTH_FAILURES = {"invalid_api_key", "missing_api_key", "key_disabled", "key_expired"}
 _MINUTE = 60
 UPSTREAM_CHECK_S = 2.0  # how often upstream keys' health is looked at
+# Queued records are checked on a tick, not on a wake-up per record: at a few hundred requests
+# per second a wake-up each would cost every request an event-loop round of its own.
+TICK_S = 0.2
 
 
 class Alert(msgspec.Struct, kw_only=True):
     id: int = 0
     created_at: int
-    kind: str  # cap_threshold | balance_low | anomaly | auth_failures | token_suspended
+    kind: str  # cap_threshold | balance_low | anomaly | auth_failures | token_suspended | upstream_…
     subject: str  # token:7, user:3, ip:192.0.2.1
     message: str
     data: dict[str, Any]
@@ -122,7 +127,6 @@ class AlertWatch:
         self._periods = Periods(timezone)
         self._clock = clock
         self._queue: collections.deque[UsageRecord] = collections.deque()
-        self._wake = asyncio.Event()
         self._fired: set[str] = set()  # dedupe keys of alerts already raised
         self._low: set[int] = set()  # users whose balance is below the threshold (alerted)
         self._rates: dict[int, _Rate] = {}
@@ -131,21 +135,21 @@ class AlertWatch:
 
     def put(self, rec: UsageRecord) -> None:
         self._queue.append(rec)
-        if len(self._queue) == 1:
-            self._wake.set()
 
     async def run(self) -> None:
         self._fired |= await self._store.alerts.dedupe_keys()
         for row in await self._store.alerts.undelivered():
             self._deliver(msgspec.convert(row, Alert))
+        loop = asyncio.get_running_loop()
+        upstream_due = 0.0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), UPSTREAM_CHECK_S)
-            self._wake.clear()
-            try:
-                await self._upstream_keys()
-            except Exception:  # the database may be down for a moment: the next round retries
-                log.exception("checking upstream keys for alerts failed")
+            await asyncio.sleep(TICK_S)
+            if loop.time() >= upstream_due:
+                upstream_due = loop.time() + UPSTREAM_CHECK_S
+                try:
+                    await self._upstream_keys()
+                except Exception:  # the database may be down for a moment: the next round retries
+                    log.exception("checking upstream keys for alerts failed")
             while self._queue:
                 rec = self._queue.popleft()
                 try:
@@ -327,6 +331,11 @@ class AlertWatch:
         )
 
     # -- storage and delivery ----------------------------------------------------------------------
+
+    async def raise_alert(self, kind: str, subject: str, message: str, data: dict[str, Any]) -> None:
+        """Store and deliver an alert a watcher outside the usage records found (the provider
+        balance poller, :mod:`vectorengine.routing.balance`); it decides when one is due."""
+        await self._raise(kind, subject, message, data)
 
     async def _raise(self, kind: str, subject: str, message: str, data: dict[str, Any]) -> None:
         alert = Alert(

@@ -16,6 +16,7 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+from vectorengine import SETTINGS_ENV
 from vectorengine.alerts import AlertWatch
 from vectorengine.billing.accountant import Accountant, Billing, Periods
 from vectorengine.billing.meter import MemoryMeter, Meter
@@ -45,7 +46,6 @@ from vectorengine.upstreams.transport import PyreqwestTransport, Transport
 
 log = logging.getLogger(__name__)
 
-SETTINGS_ENV = "VE_SETTINGS_JSON"  # written by `vectorengine serve` (cli.py)
 SIMULATOR_PREFIX = "/_simulator"
 GIL_SWITCH_INTERVAL_S = 0.0005
 

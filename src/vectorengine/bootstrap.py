@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from vectorengine.billing.money import to_micro
 from vectorengine.keys import ADMIN_KEY_META, generate_key, hash_key, key_hint
-from vectorengine.settings import ChannelConfig, ConfigError, Settings
+from vectorengine.settings import (
+    ChannelConfig,
+    ConfigError,
+    Settings,
+    encode_settings,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from vectorengine.store.repository import Store
@@ -102,7 +110,10 @@ async def bootstrap(settings: Settings, env: dict[str, str] | None = None) -> Bo
 async def _sync_channels(store: Store, settings: Settings) -> None:
     wanted = {ch.name for ch in settings.channels}
     for ch in settings.channels:
-        await store.upsert_channel(msgspec.structs.asdict(ch), managed_by="config")
+        fields = msgspec.structs.asdict(ch)
+        below = fields.pop("balance_alert_below")  # stored in micro-units of the provider's currency
+        fields["balance_alert_below_micro"] = to_micro(below) if below is not None else None
+        await store.upsert_channel(fields, managed_by="config")
     # A channel that came from the config file and left it goes away with it.
     for existing in await store.list_channels():
         if existing.managed_by == "config" and existing.name not in wanted:
@@ -187,19 +198,117 @@ async def _sync_tokens(store: Store, settings: Settings, out: Bootstrapped) -> N
             await store.update_token(existing.id, {"enabled": False})
 
 
-def main() -> None:
-    """``python -m vectorengine.bootstrap``: settings JSON on stdin, :class:`Bootstrapped` JSON on stdout.
+class ServeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What ``vectorengine serve`` was asked for: the config file and the command-line overrides."""
 
-    ``vectorengine serve`` runs bootstrap in this child process so that the long-lived server
-    process never imports the database and migration libraries (its memory stays small).
+    config: str | None = None
+    listen: str | None = None
+    workers: int | None = None
+
+
+class Serving(msgspec.Struct, kw_only=True):
+    """What the serving process needs to start Granian, decided here."""
+
+    settings_json: str  # the effective settings, handed to the workers
+    host: str
+    port: int
+    workers: int
+    banner: list[str]  # printed once by the serving process
+
+
+class StartError(Exception):
+    """The gateway cannot start as asked (the message says why)."""
+
+
+def prepare(req: ServeRequest) -> Serving:
+    """Validate the configuration, check the address, migrate and seed; say what to start."""
+    settings = load_settings(req.config)
+    overrides: dict[str, Any] = {}
+    if req.listen:
+        overrides["listen"] = req.listen
+    if req.workers:
+        overrides["workers"] = req.workers
+    if overrides:
+        settings = msgspec.structs.replace(settings, **overrides)
+    if settings.workers > 1 and settings.redis is None:
+        raise StartError(
+            f"--workers {settings.workers} needs `redis:` in the config file: balances, spend caps and "
+            "rate limits must be shared by the workers"
+        )
+    check_port_free(settings.host, settings.port)
+    boot = asyncio.run(bootstrap(settings))
+    eff = boot.settings
+    return Serving(
+        settings_json=encode_settings(eff).decode(),
+        host=eff.host,
+        port=eff.port,
+        workers=eff.workers,
+        banner=_banner(boot),
+    )
+
+
+def _banner(boot: Bootstrapped) -> list[str]:
+    eff = boot.settings
+    shown_host = eff.host if eff.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    lines = [f"VectorEngine listening on http://{shown_host}:{eff.port}  (database: {_redact(eff.database)})"]
+    if boot.demo:
+        lines.append(
+            "DEMO MODE: no provider is configured, so the `demo` channel answers from the built-in "
+            "simulator (not a real model). Set OPENAI_API_KEY or add channels to a config file."
+        )
+    if boot.admin_key:
+        lines.append(f"Admin key (shown once, keep it): {boot.admin_key}")
+    for name, key in boot.new_token_keys.items():
+        lines.append(f"API key for token '{name}' (shown once, keep it): {key}")
+    if boot.demo and boot.new_token_keys:
+        key = next(iter(boot.new_token_keys.values()))
+        body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
+        lines.append(
+            f"Try it:  curl http://{shown_host}:{eff.port}/v1/chat/completions "
+            f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}'"
+        )
+    return lines
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on.
+
+    Granian binds with SO_REUSEPORT, so without this check a second server on the same port
+    would start without complaint and silently share the traffic with the first one.
     """
-    settings = msgspec.json.decode(sys.stdin.buffer.read(), type=Settings)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: connections left in TIME_WAIT by a previous run must not block a restart;
+        # an active listener still makes the bind fail.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def main() -> None:
+    """``python -m vectorengine.bootstrap``: a :class:`ServeRequest` as JSON on stdin, a
+    :class:`Serving` as JSON on stdout; exit status 2 for a configuration error, 1 for others.
+
+    ``vectorengine serve`` runs this in a child process so that the long-lived serving process
+    imports neither the configuration nor the database and migration libraries: it only
+    supervises Granian's workers, and its memory stays small.
+    """
+    req = msgspec.json.decode(sys.stdin.buffer.read(), type=ServeRequest)
     try:
-        result = asyncio.run(bootstrap(settings))
+        serving = prepare(req)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    sys.stdout.buffer.write(msgspec.json.encode(result))
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    sys.stdout.buffer.write(msgspec.json.encode(serving))
 
 
 if __name__ == "__main__":

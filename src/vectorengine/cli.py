@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
+from vectorengine import SETTINGS_ENV
 
-from vectorengine.bootstrap import Bootstrapped
-from vectorengine.settings import ConfigError, Settings, encode_settings, load_settings
+if TYPE_CHECKING:
+    from vectorengine.settings import Settings
+
+# The command's own imports are kept few: ``serve`` stays the parent of Granian's workers for
+# as long as the gateway runs, and everything imported here is memory it holds all that time.
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -27,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     try:
         args.run(args)
-    except ConfigError as exc:
+    except _ConfigProblem as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     except _UsageError as exc:
@@ -37,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 class _UsageError(Exception):
     pass
+
+
+class _ConfigProblem(Exception):
+    """A :class:`vectorengine.settings.ConfigError`, caught where the settings are loaded."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,96 +105,43 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    from vectorengine.settings import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        raise _ConfigProblem(str(exc)) from None
 
 
 def _serve(args: argparse.Namespace) -> None:
+    """Validate, migrate and seed in a child process; this process then only runs Granian's
+    supervisor, so it never imports the configuration or database libraries."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    SETTINGS_ENV = "VE_SETTINGS_JSON"  # read by vectorengine.app:from_env in each worker
-
-    settings = _settings(args)
-    overrides: dict[str, Any] = {}
-    if args.listen:
-        overrides["listen"] = args.listen
-    if args.workers:
-        overrides["workers"] = args.workers
-    if overrides:
-        settings = msgspec.structs.replace(settings, **overrides)
-    if settings.workers > 1 and settings.redis is None:
-        raise _UsageError(
-            f"--workers {settings.workers} needs `redis:` in the config file: balances, spend caps and "
-            "rate limits must be shared by the workers"
-        )
-    _check_port_free(settings.host, settings.port)
-    boot = _bootstrap_in_child(settings)
-    eff = boot.settings
-    shown_host = eff.host if eff.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    lines = [f"VectorEngine listening on http://{shown_host}:{eff.port}  (database: {_redact(eff.database)})"]
-    if boot.demo:
-        lines.append(
-            "DEMO MODE: no provider is configured, so the `demo` channel answers from the built-in "
-            "simulator (not a real model). Set OPENAI_API_KEY or add channels to a config file."
-        )
-    if boot.admin_key:
-        lines.append(f"Admin key (shown once, keep it): {boot.admin_key}")
-    for name, key in boot.new_token_keys.items():
-        lines.append(f"API key for token '{name}' (shown once, keep it): {key}")
-    if boot.demo and boot.new_token_keys:
-        key = next(iter(boot.new_token_keys.values()))
-        body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
-        lines.append(
-            f"Try it:  curl http://{shown_host}:{eff.port}/v1/chat/completions "
-            f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}'"
-        )
-    print("\n".join(lines), flush=True)
-    os.environ[SETTINGS_ENV] = encode_settings(eff).decode()
+    request = json.dumps({"config": args.config, "listen": args.listen, "workers": args.workers})
+    proc = subprocess.run(
+        [sys.executable, "-m", "vectorengine.bootstrap"],
+        input=request.encode(),
+        stdout=subprocess.PIPE,
+        check=False,
+    )
+    if proc.returncode != 0:  # the child has said why on stderr
+        sys.exit(proc.returncode)
+    serving = json.loads(proc.stdout)
+    print("\n".join(serving["banner"]), flush=True)
+    os.environ[SETTINGS_ENV] = serving["settings_json"]
     Granian(
         "vectorengine.app:from_env",
-        address=eff.host,
-        port=eff.port,
+        address=serving["host"],
+        port=serving["port"],
         interface=Interfaces.RSGI,
-        workers=eff.workers,
+        workers=serving["workers"],
         factory=True,
         loop=Loops.auto,
         log_access=False,
         backlog=2048,
     ).serve()
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Refuse a port something already listens on.
-
-    Granian binds with SO_REUSEPORT, so without this check a second server on the same port
-    would start without complaint and silently share the traffic with the first one.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR: connections left in TIME_WAIT by a previous run must not block a restart;
-        # an active listener still makes the bind fail.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise _UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def _bootstrap_in_child(settings: Settings) -> Bootstrapped:
-    """Migrate and seed the database in a child process (see ``vectorengine.bootstrap.main``)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "vectorengine.bootstrap"],
-        input=encode_settings(settings),
-        stdout=subprocess.PIPE,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise _UsageError("start-up failed (database migration or seeding); see the error above")
-    return msgspec.json.decode(proc.stdout, type=Bootstrapped)
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _migrate(args: argparse.Namespace) -> None:
@@ -272,7 +225,9 @@ def _token_disable(args: argparse.Namespace) -> None:
 
 
 def _channel_add(args: argparse.Namespace) -> None:
-    from vectorengine.settings import ChannelConfig
+    import msgspec
+
+    from vectorengine.settings import ChannelConfig, ConfigError, parse_settings
 
     model_map = {}
     for item in args.map:
@@ -290,9 +245,10 @@ def _channel_add(args: argparse.Namespace) -> None:
         "priority": args.priority,
         "weight": args.weight,
     }
-    from vectorengine.settings import parse_settings
-
-    parse_settings({"channels": [raw]})  # same validation as the config file
+    try:
+        parse_settings({"channels": [raw]})  # same validation as the config file
+    except ConfigError as exc:
+        raise _ConfigProblem(str(exc)) from None
     fields = msgspec.structs.asdict(msgspec.convert(raw, ChannelConfig))
 
     async def run(store: Any) -> Any:

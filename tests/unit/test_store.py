@@ -135,3 +135,26 @@ async def test_snapshot_routes_by_priority_and_sees_changes(store: Store) -> Non
     assert await holder.refresh_if_changed()
     assert "z" * 64 in holder.current.tokens_by_hash
     assert not await holder.refresh_if_changed()
+
+
+async def test_revision_poll_sees_other_writers_and_survives_a_lost_connection(
+    store: Store, db_url: str
+) -> None:
+    """The poll keeps one connection of its own: it must see commits made elsewhere (no read
+    transaction left open on it), and a broken connection must only cost one poll."""
+    other = Store.from_url(db_url)
+    try:
+        r0 = await store.revision()
+        await other.create_channel(CHANNEL)
+        assert await store.revision() == r0 + 1
+        await other.update_channel((await other.list_channels())[0].id, {"weight": 3})
+        assert await store.revision() == r0 + 2
+        held = store._revision_conn
+        assert held is not None
+        await held.invalidate()  # the connection dies under the poll
+        with pytest.raises(Exception):  # noqa: B017 - the driver's own error, which varies
+            await store.revision()
+        assert await store.revision() == r0 + 2  # the next poll opens a new connection
+        assert store._revision_conn is not held
+    finally:
+        await other.close()

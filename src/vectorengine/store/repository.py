@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,6 +44,27 @@ _ATTEMPTS_AT = _USAGE_COLUMNS.index("attempts")
 _PRICE_AT = _USAGE_COLUMNS.index("price")
 _PRICE_JSON: dict[Price, str] = {}
 _encode_json = msgspec.json.Encoder().encode
+
+
+_REVISION_SQL = "SELECT n FROM revision WHERE id = 1"
+
+
+def _revision_reader(dialect: str, driver: Any) -> Callable[[], Awaitable[int]]:
+    """The revision query as one call of the driver (aiosqlite or asyncpg), outside any
+    transaction, so each read sees the latest commit."""
+    if dialect == "sqlite":
+
+        async def read() -> int:
+            async with driver.execute(_REVISION_SQL) as cur:
+                row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return read
+
+    async def fetch() -> int:
+        return int(await driver.fetchval(_REVISION_SQL) or 0)
+
+    return fetch
 
 
 def now_ms() -> int:
@@ -109,6 +130,8 @@ class Store:
         self.billing_tz = ZoneInfo(billing_tz)
         self.accounts = Accounts(engine, self._bump)
         self.alerts = AlertLog(engine)
+        self._revision_conn: AsyncConnection | None = None
+        self._read_revision: Callable[[], Awaitable[int]] | None = None
         marks = placeholders(engine.dialect.paramstyle, len(_USAGE_COLUMNS))
         self._usage_insert = (
             f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join(marks)})"
@@ -119,14 +142,35 @@ class Store:
         return cls(create_engine(url), billing_tz)
 
     async def close(self) -> None:
+        await self._drop_revision_conn(broken=False)
         await self.engine.dispose()
 
     # -- revision ---------------------------------------------------------------------------
 
     async def revision(self) -> int:
-        async with self.engine.connect() as conn:
-            n = await conn.scalar(sa.select(schema.revision.c.n).where(schema.revision.c.id == 1))
-        return int(n or 0)
+        """The revision counter, polled every second by each worker's snapshot.
+
+        It is read with the driver's own call on a connection kept for it: a pooled checkout
+        (with PostgreSQL's pre-ping) and a compiled statement cost the event loop 0.5-0.9 ms
+        each time, the driver call 0.06-0.15 ms, and a request arriving meanwhile waits.
+        """
+        try:
+            if self._read_revision is None:
+                conn = self._revision_conn = await self.engine.connect()
+                driver = (await conn.get_raw_connection()).driver_connection
+                self._read_revision = _revision_reader(self.engine.dialect.name, driver)
+            return await self._read_revision()
+        except Exception:
+            await self._drop_revision_conn()  # the next poll starts on a new connection
+            raise
+
+    async def _drop_revision_conn(self, broken: bool = True) -> None:
+        conn, self._revision_conn, self._read_revision = self._revision_conn, None, None
+        if conn is not None:
+            try:
+                await (conn.invalidate() if broken else conn.close())
+            except Exception as exc:  # already broken: nothing more to release
+                log.debug("dropping the revision connection: %s", exc)
 
     @staticmethod
     async def _bump(conn: AsyncConnection) -> None:
