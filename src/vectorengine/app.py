@@ -146,6 +146,7 @@ class Gateway:
 
             meter = RedisMeter(self.settings.redis, accounts.balance, spend)
             await meter.seed()
+            await meter.start()
             return meter
         local = MemoryMeter()
         local.seed(await accounts.balances(), await accounts.spend(periods.day, periods.month))

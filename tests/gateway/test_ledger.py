@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.gateway.test_billing import ALICE, MSG, ledger_of, user_of
-from tests.support.databases import postgres_database, redis_url
+from tests.support.databases import REDIS_URL, postgres_database, redis_url
 from tests.support.gateway import GatewayProcess, start_gateway
 from tests.support.procs import SimHandle
 
@@ -72,6 +72,16 @@ def workers_seen(responses: list[httpx.Response]) -> int:
     return len({r.headers["x-request-id"][:14] for r in responses})
 
 
+def redis_keys(pattern: str) -> list[bytes]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return list(client.scan_iter(match=pattern))
+    finally:
+        client.close()
+
+
 def check_no_overdraw(gw: GatewayProcess, workers: int = 1) -> None:
     responses = asyncio.run(_burst(gw, 500))
     assert workers_seen(responses) == workers
@@ -112,8 +122,11 @@ def test_no_overdraw_on_postgres_and_redis_with_three_workers(sim: SimHandle, tm
         try:
             wait_workers(gw, 3)
             check_no_overdraw(gw, workers=3)
+            assert len(redis_keys("ve:alive:*")) == 3  # each worker's meter announces itself
         finally:
             gw.stop()
+        # Every hold was settled and each worker's meter signed off on the way out.
+        assert redis_keys("ve:holds:*") == [] and redis_keys("ve:alive:*") == []
 
 
 @pytest.mark.postgres

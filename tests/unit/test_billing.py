@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -134,13 +135,13 @@ async def test_nothing_changes_when_one_check_fails(meter: Meter) -> None:
         "cap", "spend:t:1:p20261203", 700, "the daily spend cap of token 't'", expires_at=2_000_000_000
     )
     plan = Plan(400, (cap, BAL), user_id=1)
-    await meter.admit(plan, 100)
+    ticket = await meter.admit(plan, 100)
     with pytest.raises(Denied) as denied:
         await meter.admit(plan, 100)  # 800 > the 700 cap
     assert denied.value.check is cap
     assert await meter.balance(1) == 600  # the failed admission changed nothing
     assert await meter.spent(cap.key) == 400
-    meter.settle(plan, 150, 0, 100)
+    meter.settle(plan, ticket, 150, 0, 100)
     await _settled(meter)
     assert await meter.balance(1) == 850
     assert await meter.spent(cap.key) == 150
@@ -167,11 +168,11 @@ async def test_requests_per_minute_slide(meter: Meter) -> None:
 async def test_tokens_per_minute_count_what_was_used(meter: Meter) -> None:
     tpm = Check("tpm", "tpm:t:9", 1000, "the tokens-per-minute limit of token 't'")
     plan = Plan(0, (tpm,))
-    await meter.admit(plan, 500)
-    meter.settle(plan, 0, 999, 500)
+    ticket = await meter.admit(plan, 500)
+    meter.settle(plan, ticket, 0, 999, 500)
     await _settled(meter)
-    await meter.admit(plan, 501)  # 999 < 1,000: still under
-    meter.settle(plan, 0, 1, 501)
+    ticket = await meter.admit(plan, 501)  # 999 < 1,000: still under
+    meter.settle(plan, ticket, 0, 1, 501)
     await _settled(meter)
     with pytest.raises(Denied) as denied:
         await meter.admit(plan, 502)
@@ -181,13 +182,70 @@ async def test_tokens_per_minute_count_what_was_used(meter: Meter) -> None:
 async def test_concurrency_slots_come_back(meter: Meter) -> None:
     conc = Check("concurrency", "conc:t:9", 2, "the concurrent request limit of token 't'")
     plan = Plan(0, (conc,))
-    await meter.admit(plan, 1)
+    ticket = await meter.admit(plan, 1)
     await meter.admit(plan, 1)
     with pytest.raises(Denied):
         await meter.admit(plan, 1)
-    meter.settle(plan, 0, 0, 1)
+    meter.settle(plan, ticket, 0, 0, 1)
     await _settled(meter)
     await meter.admit(plan, 1)
+
+
+async def test_a_dead_workers_holds_go_back_and_a_late_settlement_is_not_counted_twice() -> None:
+    """A worker killed mid-request leaves holds in Redis; once its liveness key expires any
+    other worker gives them back (balance, cap room, concurrency slot). If the presumed-dead
+    worker settles after all, the charge is taken in full, never credited twice."""
+    from vectorengine.billing.redis_meter import ALIVE, HOLDS, RedisMeter
+
+    async def load_balance(user_id: int) -> int:
+        return 10_000
+
+    async def load_spend() -> dict[str, int]:
+        return {}
+
+    url = redis_url()
+    dead = RedisMeter(url, load_balance, load_spend, alive_ttl_s=0.3)
+    alive = RedisMeter(url, load_balance, load_spend, alive_ttl_s=0.3)
+    await dead.seed()
+    await dead.start()
+    await alive.start()
+    try:
+        cap = Check("cap", "spend:u:1:p20261203", 10_000, "the daily spend cap of user 'u'")
+        conc = Check("concurrency", "conc:u:1", 3, "the concurrent request limit of user 'u'")
+        plan = Plan(400, (BAL, cap, conc), user_id=1)
+        lost = await dead.admit(plan, 100)
+        late = await dead.admit(plan, 100)
+        kept = await alive.admit(plan, 100)
+        assert await alive.balance(1) == 10_000 - 3 * 400
+        with pytest.raises(Denied):  # two slots taken by the worker about to die, one here
+            await alive.admit(Plan(0, (conc,)), 100)
+        assert dead._watch is not None
+        dead._watch.cancel()  # the worker dies: no more heartbeats, nothing settled
+        assert await alive.release_dead() == 0  # still within its liveness window
+        assert await alive._redis.hlen(HOLDS + dead.id) == 2
+        await asyncio.sleep(0.6)  # the dead one's liveness expires; the live one's heartbeat sweeps
+        assert not await alive._redis.exists(ALIVE + dead.id)
+        assert not await alive._redis.exists(HOLDS + dead.id)
+        assert await alive.balance(1) == 10_000 - 400  # only the live worker's hold remains
+        assert await alive.spent(cap.key) == 400
+        assert await alive.release_dead() == 0  # released once only
+        # The presumed-dead worker was only stalled: its late settlement charges in full.
+        dead.settle(plan, late, 150, 0, 100)
+        await dead.flush()
+        assert await alive.balance(1) == 10_000 - 400 - 150
+        assert await alive.spent(cap.key) == 400 + 150
+        alive.settle(plan, kept, 100, 0, 100)
+        await alive.flush()
+        assert await alive.balance(1) == 10_000 - 150 - 100
+        assert await alive.spent(cap.key) == 150 + 100
+        # Every slot is free again: the live worker's settled, the dead one's released.
+        tickets = [await alive.admit(Plan(0, (conc,)), 100) for _ in range(3)]
+        assert len(set(tickets)) == 3 and lost != late
+        with pytest.raises(Denied):
+            await alive.admit(Plan(0, (conc,)), 100)
+    finally:
+        await alive.close()
+        await dead.close()
 
 
 async def _settled(meter: Meter) -> None:

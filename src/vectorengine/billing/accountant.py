@@ -59,6 +59,7 @@ class Hold:
     user_id: int | None
     images: int = 0
     audio_in: bool = False  # a transcription or translation: priced by the seconds it reports
+    ticket: int = 0  # the meter's name for the hold
 
 
 class Periods:
@@ -136,7 +137,7 @@ class Accountant:
         hold = Hold(plan, price, multiplier_ppm, call, user.id if user else None, images, audio_in)
         if plan is not None:
             try:
-                await self.meter.admit(plan, int(now))
+                hold.ticket = await self.meter.admit(plan, int(now))
             except Denied as denied:
                 raise _refusal(denied, amount) from None
         return hold
@@ -230,7 +231,7 @@ class Accountant:
         if hold.plan is not None:
             rec.reserved_micro_usd = hold.plan.amount
             tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
-            self.meter.settle(hold.plan, charged, tokens, int(self._clock()))
+            self.meter.settle(hold.plan, hold.ticket, charged, tokens, int(self._clock()))
 
 
 def _answer_tokens(rec: UsageRecord, answer: bytes | memoryview) -> int:

@@ -47,11 +47,12 @@ class Denied(Exception):
 
 
 class Meter(Protocol):
-    async def admit(self, plan: Plan, now_s: int) -> None:
-        """Apply ``plan`` if every check passes, else raise :class:`Denied` and change nothing."""
+    async def admit(self, plan: Plan, now_s: int) -> int:
+        """Apply ``plan`` if every check passes, else raise :class:`Denied` and change nothing.
+        Returns the hold's ticket, which its settlement names."""
         ...
 
-    def settle(self, plan: Plan, charged: int, tokens: int, now_s: int) -> None:
+    def settle(self, plan: Plan, ticket: int, charged: int, tokens: int, now_s: int) -> None:
         """The request is over: it cost ``charged`` (≤ ``plan.amount``) and used ``tokens``."""
         ...
 
@@ -123,7 +124,7 @@ class MemoryMeter:
         self.balances.update(balances)
         self.spend.update(spend)
 
-    async def admit(self, plan: Plan, now_s: int) -> None:
+    async def admit(self, plan: Plan, now_s: int) -> int:
         amount = plan.amount
         for check in plan.checks:
             kind = check.kind
@@ -154,6 +155,7 @@ class MemoryMeter:
                 self.inflight[check.key] = self.inflight.get(check.key, 0) + 1
             elif kind == "rpm":
                 self._window(check.key).add(now_s, 1)
+        return 0  # holds die with the process, so they need no name
 
     def _window(self, key: str) -> Window:
         window = self.windows.get(key)
@@ -161,7 +163,7 @@ class MemoryMeter:
             window = self.windows[key] = Window()
         return window
 
-    def settle(self, plan: Plan, charged: int, tokens: int, now_s: int) -> None:
+    def settle(self, plan: Plan, ticket: int, charged: int, tokens: int, now_s: int) -> None:
         back = plan.amount - charged
         for check in plan.checks:
             kind = check.kind
