@@ -34,6 +34,7 @@ from vectorengine.ingress.responses import ResponsesIngress
 from vectorengine.keys import ADMIN_KEY_META, hash_key
 from vectorengine.protocol.openai import Endpoint
 from vectorengine.relay import Relay
+from vectorengine.routing.balance import BalancePoller
 from vectorengine.routing.health import HealthBoard
 from vectorengine.routing.pacing import Pacer
 from vectorengine.routing.probe import Prober
@@ -113,6 +114,12 @@ class Gateway:
             self.snapshots, failover, self.usage, s.upstream.idle_timeout_s, self.accountant, self.alerts.put
         )
         prober = Prober(self.health, lambda: self.snapshots.current.channels, self._transport, s.health)
+        self.balances = BalancePoller(
+            lambda: self.snapshots.current.channels,
+            self._transport,
+            s.alerts.provider_balance_poll_s,
+            self.alerts.raise_alert,
+        )
         admin_hash = hash_key(s.admin_key) if s.admin_key else await self.store.get_meta(ADMIN_KEY_META)
         self.admin = AdminAPI(
             self.store,
@@ -123,11 +130,13 @@ class Gateway:
             self.pacer,
             self.meter,
             s.billing.timezone,
+            self.balances,
         )
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.snapshots.run(), name="snapshot-poll"))
         self._tasks.append(loop.create_task(prober.run(), name="health-probes"))
         self._tasks.append(loop.create_task(self.alerts.run(), name="alerts"))
+        self._tasks.append(loop.create_task(self.balances.run(), name="provider-balances"))
         if s.demo:
             from vectorengine.simulator import OpenAISimulator
 

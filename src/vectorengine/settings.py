@@ -52,6 +52,9 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     timeouts: Timeouts = Timeouts()
     hedge: Hedge | None = None
     api_version: str | None = None  # azure: api-version (default: the upstream type's)
+    # Alert when the provider's balance of a key falls below this, in the provider's currency
+    # (decimal, read exactly); only for upstream types whose host reports a balance.
+    balance_alert_below: Decimal | None = None
 
 
 Usd = Decimal  # decimal USD, parsed exactly (YAML 0.1 is 0.1); checked non-negative by _check
@@ -170,6 +173,8 @@ class AlertsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     auth_failures_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 20  # from one address
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 6
     retry_base_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    # How often the provider balance of the keys of channels with ``balance_alert_below`` is read.
+    provider_balance_poll_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
 
 
 class RoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -308,6 +313,8 @@ def _check(settings: Settings) -> None:
         for model in ch.model_map:
             if model not in ch.models:
                 raise ConfigError(f"{where}.model_map.{model}: not one of this channel's models")
+        if ch.balance_alert_below is not None:
+            _check_balance_alert(ch, where)
     names: set[str] = set()
     for i, tok in enumerate(settings.tokens):
         if tok.name in names:
@@ -357,6 +364,19 @@ def _check(settings: Settings) -> None:
         )
     if not settings.database.startswith(("sqlite", "postgresql", "postgres")):
         raise ConfigError("$.database: expected a sqlite:/// or postgresql+asyncpg:// URL")
+
+
+def _check_balance_alert(ch: ChannelConfig, where: str) -> None:
+    if UPSTREAM_TYPES[ch.type].balance is None:
+        reporting = ", ".join(sorted(n for n, t in UPSTREAM_TYPES.items() if t.balance is not None))
+        raise ConfigError(
+            f"{where}.balance_alert_below: upstream type {ch.type!r} reports no balance "
+            f"(types that do: {reporting})"
+        )
+    try:
+        to_micro(ch.balance_alert_below, negative=False)
+    except MoneyError as exc:
+        raise ConfigError(f"{where}.balance_alert_below: {exc}") from None
 
 
 def _check_money(cfg: LimitsConfig, where: str, extra: tuple[str, ...]) -> None:

@@ -112,6 +112,23 @@ class SimHandle:
         state: dict[str, Any] = response.json()
         return state
 
+    # -- provider balances (``/_sim/balances/{key}``); per worker process, like the overrides
+
+    def set_balance(self, key: str, amount: str) -> dict[str, Any]:
+        """Make the balance endpoints report ``amount`` (a decimal string) for ``key``."""
+        url = f"{self.root_url}/_sim/balances/{quote(key, safe='')}"
+        response = httpx.put(url, json={"balance": amount}, timeout=5)
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    def clear_balance(self, key: str) -> dict[str, Any]:
+        """Back to the configured balance of ``key`` (or the default)."""
+        response = httpx.delete(f"{self.root_url}/_sim/balances/{quote(key, safe='')}", timeout=5)
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
     # -- per-key stats
 
     def statuses(self, key: str) -> dict[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation, localcontext
 
 MICRO = 1_000_000
 
@@ -28,6 +28,17 @@ def to_micro(value: object, *, scale: int = MICRO, negative: bool = True) -> int
     if scaled != scaled.to_integral_value():
         raise MoneyError(f"{value} has more decimal places than {len(str(scale)) - 1}")
     return int(scaled)
+
+
+def floor_micro(value: Decimal, *, scale: int = MICRO) -> int:
+    """``Decimal("4.1234567")`` → ``4_123_456``: an amount someone else reports (a provider's
+    balance), in whole micro-units, rounded down. Exact amounts convert as :func:`to_micro` does;
+    finer ones are not an error here, since the figure is read, not set."""
+    if not value.is_finite():
+        raise MoneyError(f"not a finite amount: {value!r}")
+    with localcontext() as ctx:
+        ctx.prec = len(value.as_tuple().digits) + len(str(scale))  # the product is exact
+        return int((value * scale).to_integral_value(rounding=ROUND_FLOOR))
 
 
 def usd(micro: int) -> str:

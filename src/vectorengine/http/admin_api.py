@@ -31,6 +31,7 @@ from vectorengine.http.admin_base import (
 from vectorengine.http.reports_api import REPORT_ROUTES
 from vectorengine.http.rsgi import read_body, send_error
 from vectorengine.keys import generate_key, hash_key, key_hint
+from vectorengine.routing.balance import BalancePoller, KeyBalance, polled
 from vectorengine.routing.health import HealthBoard
 from vectorengine.routing.pacing import Pacer
 from vectorengine.store.records import Channel, StoredUsage, UsageFilter
@@ -52,7 +53,9 @@ class AdminAPI:
         pacer: Pacer,
         meter: Meter,
         timezone: str = "UTC",
+        balances: BalancePoller | None = None,
     ) -> None:
+        self.balances = balances  # provider balances of upstream keys (None: not polled here)
         self.meter = meter
         self.timezone = timezone
         self.store = store
@@ -141,12 +144,19 @@ def _channel_out(ch: Channel) -> s.ChannelOut:
         timeouts=ch.timeouts,
         hedge=ch.hedge,
         api_version=ch.api_version,
+        balance_alert_below_micro=ch.balance_alert_below_micro,
     )
 
 
 def _check_channel(fields: dict[str, Any], models: list[str] | tuple[str, ...]) -> None:
     if "type" in fields and fields["type"] not in UPSTREAM_TYPES:
         raise GatewayError(Kind.INVALID_REQUEST, f"Unknown upstream type {fields['type']!r}.", param="type")
+    if fields.get("balance_alert_below_micro") is not None and UPSTREAM_TYPES[fields["type"]].balance is None:
+        raise GatewayError(
+            Kind.INVALID_REQUEST,
+            f"Upstream type {fields['type']!r} reports no balance: balance_alert_below_micro cannot apply.",
+            param="balance_alert_below_micro",
+        )
     for model in fields.get("model_map", {}):
         if model not in models:
             raise GatewayError(
@@ -188,7 +198,12 @@ async def patch_channel(api: AdminAPI, req: AdminRequest) -> Reply:
     if current is None:
         raise GatewayError(Kind.NOT_FOUND, "No such channel.")
     models = changes.get("models", current.models)
-    _check_channel({"model_map": changes.get("model_map", current.model_map), **changes}, models)
+    effective = {
+        "model_map": current.model_map,
+        "type": current.type,
+        "balance_alert_below_micro": current.balance_alert_below_micro,
+    }
+    _check_channel({**effective, **changes}, models)
     try:
         ch = await api.store.update_channel(channel_id, changes)
     except KeyError:
@@ -227,6 +242,40 @@ def _channel_health(api: AdminAPI, ch: Channel) -> s.ChannelHealth:
 
 async def channel_health(api: AdminAPI, req: AdminRequest) -> Reply:
     return Reply(200, _channel_health(api, _live_channel(api, req)))
+
+
+async def channel_balance(api: AdminAPI, req: AdminRequest) -> Reply:
+    ch = _live_channel(api, req)
+    poller = api.balances
+    views = (
+        poller.view(ch) if poller is not None else [KeyBalance(i, None, False) for i in range(len(ch.keys))]
+    )
+    return Reply(
+        200,
+        s.ChannelBalance(
+            channel_id=ch.id,
+            name=ch.name,
+            type=ch.type,
+            polled=poller is not None and polled(ch),
+            balance_alert_below_micro=ch.balance_alert_below_micro,
+            poll_interval_s=poller.interval_s if poller is not None else 0.0,
+            keys=[_key_balance_out(ch, kb) for kb in views],
+        ),
+    )
+
+
+def _key_balance_out(ch: Channel, kb: KeyBalance) -> s.KeyBalanceOut:
+    r = kb.reading
+    return s.KeyBalanceOut(
+        key_index=kb.key_index,
+        key=key_hint(ch.keys[kb.key_index]),
+        balance=format(r.amount, "f") if r is not None and r.amount is not None else None,
+        balance_micro=r.micro if r is not None else None,
+        currency=r.currency if r is not None else None,
+        checked_at=r.checked_at if r is not None else None,
+        error=r.error if r is not None else None,
+        low=kb.low,
+    )
 
 
 async def reset_key(api: AdminAPI, req: AdminRequest) -> Reply:
@@ -356,6 +405,13 @@ ROUTES: tuple[Route, ...] = (
         channel_health,
         "Per-key health: breaker state, reason, error rate, latency, pacing (this worker's view)",
         response=s.ChannelHealth,
+    ),
+    Route(
+        "GET",
+        "/api/channels/{id}/balance",
+        channel_balance,
+        "Per key: the provider's balance as last polled, or why it could not be read (this worker's view)",
+        response=s.ChannelBalance,
     ),
     Route(
         "POST",

@@ -14,6 +14,7 @@ Models = Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Met
 Weight = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 Groups = Annotated[list[Name], msgspec.Meta(min_length=1)]
 PerMinute = Annotated[int, msgspec.Meta(ge=1)]
+BalanceThreshold = Annotated[int, msgspec.Meta(ge=0, le=10**18)]  # micro-units of a provider's currency
 
 
 class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -32,6 +33,9 @@ class ChannelCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeouts: Timeouts = Timeouts()
     hedge: Hedge | None = None
     api_version: str | None = None  # azure
+    # Alert when the provider's balance of a key falls below this (micro-units of the provider's
+    # currency); only for upstream types whose host reports a balance.
+    balance_alert_below_micro: BalanceThreshold | None = None
 
 
 class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -53,6 +57,7 @@ class ChannelPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeouts: Timeouts | msgspec.UnsetType = msgspec.UNSET
     hedge: Hedge | msgspec.UnsetType | None = msgspec.UNSET
     api_version: str | msgspec.UnsetType | None = msgspec.UNSET
+    balance_alert_below_micro: BalanceThreshold | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class ChannelOut(msgspec.Struct, kw_only=True):
@@ -76,6 +81,28 @@ class ChannelOut(msgspec.Struct, kw_only=True):
     timeouts: Timeouts
     hedge: Hedge | None
     api_version: str | None
+    balance_alert_below_micro: int | None  # micro-units of the provider's currency
+
+
+class KeyBalanceOut(msgspec.Struct, kw_only=True):
+    key_index: int
+    key: str  # hint only
+    balance: str | None  # decimal, in ``currency``, exactly as the provider reported it
+    balance_micro: int | None  # the same in micro-units of ``currency``, rounded down
+    currency: str | None
+    checked_at: int | None  # unix ms of the last reading; None: not read yet
+    error: str | None  # why the last reading has no balance (HTTP status, bad answer, timeout)
+    low: bool  # below the threshold and alerted, not back above since
+
+
+class ChannelBalance(msgspec.Struct, kw_only=True):
+    channel_id: int
+    name: str
+    type: str
+    polled: bool  # enabled, with a threshold, of a type whose host reports a balance
+    balance_alert_below_micro: int | None
+    poll_interval_s: float
+    keys: list[KeyBalanceOut]
 
 
 class KeyHealthOut(msgspec.Struct, kw_only=True):

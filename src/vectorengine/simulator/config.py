@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal, get_args
 
 import msgspec
@@ -84,12 +85,17 @@ class SimulatorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     organization: str = "vectorengine-sim"  # value of the ``openai-organization`` header
     rpm_limit: int = 10_000  # shown in the x-ratelimit-* headers
     tpm_limit: int = 30_000_000
+    # What the providers' balance endpoints report (see :mod:`.balance`): API key -> balance
+    balances: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    default_balance: Decimal = Decimal("100.00")  # of every other key
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.chunk_delay_ms < 0:
             raise ValueError("latency_ms and chunk_delay_ms must not be negative")
         if self.rpm_limit < 1 or self.tpm_limit < 1:
             raise ValueError("rpm_limit and tpm_limit must be positive")
+        if not all(b.is_finite() for b in (self.default_balance, *self.balances.values())):
+            raise ValueError("balances must be finite decimal amounts")
 
     def to_json(self) -> str:
         return msgspec.json.encode(self).decode()

@@ -7,7 +7,9 @@ routes: ``GET /_sim/stats`` and ``POST /_sim/reset`` (both answer the counters p
 ``server_pid``; reset also drops the overrides), and ``GET``/``PUT``/``DELETE
 /_sim/keys/{key}`` to read, override or restore a key's fault at runtime. The same port also
 speaks Anthropic (``/v1/messages``), Gemini (``/v1beta/models/{m}:generateContent`` …) and
-Azure OpenAI (``/openai/deployments/{d}/…``); :mod:`.dialects` holds what differs. Faults are
+Azure OpenAI (``/openai/deployments/{d}/…``); :mod:`.dialects` holds what differs. The balance
+endpoints of DeepSeek, Moonshot, OpenRouter and SiliconFlow are :mod:`.balance`'s, with the
+control route ``GET``/``PUT``/``DELETE /_sim/balances/{key}``. Faults are
 chosen by API key (see :mod:`.faults` and :mod:`.keys`); the headers ``x-sim-latency-ms`` and
 ``x-sim-chunk-delay-ms`` override the configured delays per request.
 
@@ -29,7 +31,7 @@ from urllib.parse import unquote
 import orjson
 from granian._granian import RSGIProtocolClosed
 
-from vectorengine.simulator import dialects, endpoints, media, responses
+from vectorengine.simulator import balance, dialects, endpoints, media, responses
 from vectorengine.simulator.cache import PromptCache
 from vectorengine.simulator.chat import (
     answer,
@@ -134,6 +136,7 @@ class OpenAISimulator:
         self.keys = KeyFaults(self.config)
         self.prompt_cache = PromptCache()  # prompt prefixes seen, for Anthropic and Gemini caching
         self.responses = ResponseStore()  # stored Responses API answers
+        self.balances = balance.KeyBalances(self.config)  # what the balance endpoints report
         self._routes: dict[str, tuple[str, _Handler]] = {
             "/v1/chat/completions": ("POST", self._chat),
             "/v1/completions": ("POST", self._completions),
@@ -160,6 +163,8 @@ class OpenAISimulator:
         try:
             if scope.path.startswith("/_sim/"):
                 await self._control(exchange)
+            elif scope.path in balance.PATHS:
+                await balance.serve(exchange)
             else:
                 await self._serve(exchange)
         except ApiError as error:
@@ -419,7 +424,7 @@ class OpenAISimulator:
 
     async def _control(self, ex: Exchange) -> None:
         method, path = ex.scope.method, ex.scope.path
-        if path.startswith(_KEYS_PATH) and len(path) > len(_KEYS_PATH):
+        if any(path.startswith(p) and len(path) > len(p) for p in (_KEYS_PATH, balance.CONTROL_PREFIX)):
             allowed = "GET, PUT, DELETE"
         else:
             allowed = {"/_sim/stats": "GET", "/_sim/reset": "POST"}.get(path, "")
@@ -427,6 +432,9 @@ class OpenAISimulator:
             raise ApiError(404, f"Invalid URL ({method} {path})")
         if method not in allowed.split(", "):
             raise ApiError(405, f"Invalid method for URL ({method} {path})", headers=[("allow", allowed)])
+        if path.startswith(balance.CONTROL_PREFIX):
+            balance.control(ex, await ex.protocol() if method == "PUT" else b"")
+            return
         if path.startswith(_KEYS_PATH):
             key = unquote(path[len(_KEYS_PATH) :])
             if method == "PUT":
@@ -440,6 +448,7 @@ class OpenAISimulator:
                 self.keys.reset()
                 self.prompt_cache.clear()
                 self.responses.clear()
+                self.balances.reset()
             answer_body = {
                 **self.stats.snapshot(),
                 "overrides": self.keys.overrides(),

@@ -47,6 +47,9 @@ class Channel(msgspec.Struct, frozen=True, kw_only=True):
     timeouts: Timeouts = Timeouts()
     hedge: Hedge | None = None
     api_version: str | None = None  # azure: the api-version query value; None: the type's default
+    # Alert when the provider's balance of a key falls below this, in micro-units of the
+    # provider's currency; None: the balance is not polled.
+    balance_alert_below_micro: int | None = None
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):

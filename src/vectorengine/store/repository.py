@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 _CHANNEL_FIELDS = frozenset(
     {"name", "type", "base_url", "keys", "models", "model_map", "priority", "weight", "enabled"}
-    | {"groups", "rpm", "tpm", "timeouts", "hedge", "api_version"}
+    | {"groups", "rpm", "tpm", "timeouts", "hedge", "api_version", "balance_alert_below_micro"}
 )
 _TOKEN_FIELDS = frozenset(
     {"name", "models", "enabled", "expires_at", "group", "user_id", "quota_micro_usd", "limits"}
@@ -93,6 +93,7 @@ def _channel(row: Any) -> Channel:
         timeouts=msgspec.convert(m["timeouts"], Timeouts),
         hedge=msgspec.convert(m["hedge"], Hedge) if m["hedge"] is not None else None,
         api_version=m["api_version"],
+        balance_alert_below_micro=m["balance_alert_below_micro"],
     )
 
 

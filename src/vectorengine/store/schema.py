@@ -36,6 +36,7 @@ channels = sa.Table(
     sa.Column("timeouts", sa.JSON, nullable=False),
     sa.Column("hedge", sa.JSON, nullable=True),
     sa.Column("api_version", sa.String(64), nullable=True),  # 0003
+    sa.Column("balance_alert_below_micro", sa.BigInteger, nullable=True),  # 0005
 )
 
 tokens = sa.Table(
