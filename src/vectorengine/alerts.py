@@ -130,7 +130,6 @@ class AlertWatch:
         self._fired: set[str] = set()  # dedupe keys of alerts already raised
         self._low: set[int] = set()  # users whose balance is below the threshold (alerted)
         self._rates: dict[int, _Rate] = {}
-        self._auth: dict[str, list[int]] = {}  # ip → [minute, failures]
         self._deliveries: set[asyncio.Task[None]] = set()
 
     def put(self, rec: UsageRecord) -> None:
@@ -221,7 +220,13 @@ class AlertWatch:
                     "balance_low",
                     f"user:{user.id}",
                     f"The balance of user '{user.name}' is ${usd(balance)}, below ${usd(threshold)}.",
-                    {"user_id": user.id, "balance_micro_usd": balance, "threshold_micro_usd": threshold},
+                    {
+                        "user_id": user.id,
+                        "balance_micro_usd": balance,
+                        "threshold_micro_usd": threshold,
+                        # each worker sees the crossing: one alert per user and hour for all
+                        "dedupe": f"balance:{user.id}:{minute // 60}",
+                    },
                 )
             elif balance is not None and balance >= threshold:
                 self._low.discard(user.id)
@@ -271,14 +276,14 @@ class AlertWatch:
             "baseline_spend_5m_micro_usd": round(base_s, 2),
             "dedupe": dedupe,
         }
-        await self._raise(
+        raised = await self._raise(
             "anomaly",
             f"token:{token.id}",
             f"Token '{token.name}': {what} in the last 5 minutes are above {k:g}× its hourly baseline "
             f"({recent_r} requests, ${usd(recent_s)}).",
             data,
         )
-        if token.limits.suspend_on_anomaly and token.enabled:
+        if raised and token.limits.suspend_on_anomaly and token.enabled:
             await self._store.update_token(token.id, {"enabled": False})
             await self._snapshots.load()
             await self._raise(
@@ -296,7 +301,8 @@ class AlertWatch:
         for h in list(self._health):
             if h.state is not State.DISABLED:
                 continue
-            dedupe = f"upstream:{h.channel_id}:{h.key_index}:{h.since_ms}"
+            # Each worker disables a failing key on its own: one alert per key and hour for all.
+            dedupe = f"upstream:{h.channel_id}:{h.key_index}:{h.since_ms // 3_600_000}"
             if dedupe in self._fired:
                 continue
             self._fired.add(dedupe)
@@ -311,13 +317,9 @@ class AlertWatch:
             )
 
     async def _auth_failure(self, ip: str, minute: int) -> None:
-        slot = self._auth.get(ip)
-        if slot is None or slot[0] != minute:
-            if len(self._auth) > 10_000:
-                self._auth.clear()
-            slot = self._auth[ip] = [minute, 0]
-        slot[1] += 1
-        if slot[1] < self.cfg.auth_failures_per_minute:
+        # Counted in the meter, so failures spread over several workers add up (Redis).
+        failures = await self._meter.bump(f"authfail:{ip}:{minute}", 2 * _MINUTE)
+        if failures < self.cfg.auth_failures_per_minute:
             return
         dedupe = f"auth:{ip}:{minute // 10}"  # at most once per 10 minutes per address
         if dedupe in self._fired:
@@ -326,8 +328,8 @@ class AlertWatch:
         await self._raise(
             "auth_failures",
             f"ip:{ip}",
-            f"{slot[1]} requests with a bad or missing API key from {ip} within a minute.",
-            {"ip": ip, "failures": slot[1], "dedupe": dedupe},
+            f"{failures} requests with a bad or missing API key from {ip} within a minute.",
+            {"ip": ip, "failures": failures, "dedupe": dedupe},
         )
 
     # -- storage and delivery ----------------------------------------------------------------------
@@ -337,15 +339,23 @@ class AlertWatch:
         balance poller, :mod:`vectorengine.routing.balance`); it decides when one is due."""
         await self._raise(kind, subject, message, data)
 
-    async def _raise(self, kind: str, subject: str, message: str, data: dict[str, Any]) -> None:
+    async def _raise(self, kind: str, subject: str, message: str, data: dict[str, Any]) -> bool:
+        """Store and deliver an alert; False when its ``dedupe`` key is already stored: every
+        worker (and instance) watches the same shared state, and only the first raises it."""
         alert = Alert(
             created_at=int(self._clock() * 1000), kind=kind, subject=subject, message=message, data=data
         )
         row = msgspec.to_builtins(alert)
         del row["id"]
-        alert.id = await self._store.alerts.insert(row)
+        row["dedupe"] = data.get("dedupe")
+        new_id = await self._store.alerts.insert(row)
+        if new_id is None:
+            log.debug("alert %s already raised elsewhere: %s", kind, row["dedupe"])
+            return False
+        alert.id = new_id
         log.warning("alert %s: %s", kind, message)
         self._deliver(alert)
+        return True
 
     def _deliver(self, alert: Alert) -> None:
         if not self.cfg.webhooks:

@@ -248,3 +248,50 @@ def test_redemption_codes_csv_export_and_rollups(sim: SimHandle, tmp_path: Path)
             assert bad_day.status_code == 400 and bad_day.json()["error"]["param"] == "since"
     finally:
         gw.stop()
+
+
+@pytest.mark.postgres
+def test_workers_sharing_redis_raise_each_alert_once_and_add_up_auth_failures(
+    sim: SimHandle, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Three workers watch the same caps and see the same failures: each threshold is raised
+    once (the first worker to store its key wins), and failures spread over the workers add up
+    to the per-address limit."""
+    from tests.gateway.test_ledger import wait_workers
+    from tests.support.databases import postgres_database, redis_url
+
+    alerts = {
+        "webhooks": [{"url": receiver.url, "secret": SECRET}],
+        "retry_base_s": 0.05,
+        "cap_thresholds": [0.25, 0.5],
+        "auth_failures_per_minute": 9,
+    }
+    with postgres_database() as url:
+        config = billing_config(
+            sim, token={"daily_cap_usd": 0.00003}, alerts=alerts, database=url, redis=redis_url(), workers=3
+        )
+        gw = start_gateway(tmp_path, config, wait=60)
+        try:
+            wait_workers(gw, 3)
+            answers = [ask(gw) for _ in range(12)]
+            assert answers[0].status_code == 200 and answers[-1].status_code == 402
+            assert len({r.headers["x-request-id"][:14] for r in answers}) == 3  # all workers took part
+            bad = [ask(gw, key="sk-wrong-key-0000000000000") for _ in range(9)]
+            assert {r.status_code for r in bad} == {401}
+            assert len({r.headers["x-request-id"][:14] for r in bad}) > 1  # spread over workers
+
+            def kinds() -> list[str]:
+                return sorted(a["kind"] for a in receiver.delivered())
+
+            want = ["auth_failures", "cap_threshold", "cap_threshold"]
+            assert wait_for(lambda: kinds() == want), kinds()
+            time.sleep(1.0)  # time for a duplicate to show up, were one on its way
+            assert kinds() == want
+            thresholds = sorted(
+                a["data"]["threshold"] for a in receiver.delivered() if a["kind"] == "cap_threshold"
+            )
+            assert thresholds == [0.25, 0.5]
+            with gw.admin() as admin:
+                assert sorted(a["kind"] for a in admin.get("/api/alerts").json()["data"]) == want
+        finally:
+            gw.stop()

@@ -130,6 +130,9 @@ def test_low_provider_balances_are_polled_shown_and_alerted_once(
                 [f"channel:{ids['ds']}#0", f"channel:{ids['or']}#0"]
             )
             got = {a["data"]["channel_id"]: a for a in alerts}
+            for a in alerts:  # what workers polling the same key deduplicate their alert by
+                ch, k = a["data"]["channel_id"], a["data"]["key_index"]
+                assert a["data"].pop("dedupe").startswith(f"provider-balance:{ch}:{k}:")
             assert got[ids["ds"]]["data"] | {"key": None} == {
                 "channel_id": ids["ds"],
                 "key_index": 0,

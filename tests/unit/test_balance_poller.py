@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
@@ -130,6 +131,8 @@ async def test_a_low_key_alerts_once_per_crossing() -> None:
         await p.poll()
     assert [a[:2] for a in alerts] == [(ALERT_KIND, "channel:1#0")]  # three low readings, one alert
     _, _, message, data = alerts[0]
+    # the key other workers' identical alert is deduplicated by: channel, key index, poll round
+    assert re.fullmatch(r"provider-balance:1:0:\d+", data.pop("dedupe"))
     assert data == {
         "channel_id": 1,
         "key_index": 0,

@@ -158,3 +158,47 @@ async def test_revision_poll_sees_other_writers_and_survives_a_lost_connection(
         assert store._revision_conn is not held
     finally:
         await other.close()
+
+
+async def test_alert_dedupe_keys_move_to_their_column_once_each(db_url: str) -> None:
+    """Migration 0006: alerts stored before kept their key in ``data``; duplicates (raised by
+    several workers) keep the key on the first only, so the unique index can be built."""
+    import asyncio
+    import time
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from vectorengine.store.engine import _MIGRATIONS, async_url, create_engine
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["url"] = async_url(db_url)
+    await asyncio.to_thread(command.upgrade, cfg, "0005")
+    engine = create_engine(db_url)
+    insert = sa.text(
+        "INSERT INTO alerts (created_at, kind, subject, message, data, delivered, delivery_attempts) "
+        "VALUES (:t, 'cap_threshold', 'token:1', 'm', :data, true, 1)"
+    )
+    now = int(time.time() * 1000)
+    datas = ['{"dedupe": "cap:a:0.5"}', '{"dedupe": "cap:a:0.5"}', '{"dedupe": "cap:b:0.5"}', "{}"]
+    async with engine.begin() as conn:
+        for i, data in enumerate(datas):
+            await conn.execute(insert, {"t": now - 1_000 + i, "data": data})
+    await asyncio.to_thread(command.upgrade, cfg, "head")
+    async with engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT dedupe FROM alerts ORDER BY id"))).all()
+    await engine.dispose()
+    assert [r[0] for r in rows] == ["cap:a:0.5", None, "cap:b:0.5", None]
+    store = Store.from_url(db_url)
+    try:
+        row = {"created_at": now, "kind": "cap_threshold", "subject": "token:1", "message": "m"}
+        row |= {"data": {}, "delivered": False, "delivery_attempts": 0}
+        assert await store.alerts.insert({**row, "dedupe": "cap:a:0.5"}) is None  # already raised
+        assert await store.alerts.insert({**row, "dedupe": "cap:c:0.5"}) is not None
+        assert await store.alerts.insert({**row, "dedupe": None}) is not None  # no key: always stored
+        assert await store.alerts.insert({**row, "dedupe": None}) is not None
+        assert await store.alerts.dedupe_keys() >= {"cap:a:0.5", "cap:b:0.5", "cap:c:0.5"}
+    finally:
+        await store.close()

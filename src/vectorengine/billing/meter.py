@@ -11,6 +11,7 @@ process (each call runs without a suspension point, so it is atomic on the event
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -61,6 +62,11 @@ class Meter(Protocol):
         ...
 
     async def balance(self, user_id: int) -> int | None: ...
+
+    async def bump(self, key: str, ttl_s: int) -> int:
+        """Add one to a counter every worker shares, kept ``ttl_s`` seconds; returns its value
+        (the alert watch counts authentication failures per address with it)."""
+        ...
 
     async def spent(self, key: str) -> int:
         """A spend counter (held amounts included)."""
@@ -119,6 +125,17 @@ class MemoryMeter:
         self.spend: dict[str, int] = {}
         self.windows: dict[str, Window] = {}
         self.inflight: dict[str, int] = {}
+        self._counters: dict[str, list[float]] = {}  # key → [expires at (monotonic), count]
+
+    async def bump(self, key: str, ttl_s: int) -> int:
+        now = time.monotonic()
+        slot = self._counters.get(key)
+        if slot is None or slot[0] <= now:
+            if len(self._counters) > 10_000:
+                self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+            slot = self._counters[key] = [now + ttl_s, 0]
+        slot[1] += 1
+        return int(slot[1])
 
     def seed(self, balances: dict[int, int], spend: dict[str, int]) -> None:
         self.balances.update(balances)

@@ -315,6 +315,13 @@ class RedisMeter:
         value = await self._redis.get(PREFIX + balance_key(user_id))
         return int(value) if value is not None else None
 
+    async def bump(self, key: str, ttl_s: int) -> int:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(PREFIX + key)
+            pipe.expire(PREFIX + key, ttl_s, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
     async def spent(self, key: str) -> int:
         return int(await self._redis.get(PREFIX + key) or 0)
 

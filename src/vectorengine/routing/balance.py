@@ -11,7 +11,8 @@ holds no balance, no answer in time). A failed reading is logged and kept; it ne
 A reading below the channel's threshold raises ``upstream_balance_low`` once per crossing: the
 key is reported again only after a reading at or above the threshold and a new fall below it. A
 failed reading changes nothing. The crossing state lives in memory too: after a restart a key
-that is still low is reported once more.
+that is still low is reported once more. Every worker polls; the alert's deduplication key
+(channel, key, poll round) lets only the first worker to store it raise it.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class BalancePoller:
         self._channels = channels
         self._transport = transport
         self.interval_s = interval_s
+        self._round_ms = max(1, int(interval_s * 1000))
         self._alert = alert
         self._timeout_s = timeout_s
         self._clock = clock
@@ -178,7 +180,10 @@ class BalancePoller:
             return
         self._low.add(mark)
         try:
-            await self._alert(*_low_alert(channel, index, reading, micro, threshold))
+            kind, subject, message, data = _low_alert(channel, index, reading, micro, threshold)
+            # Every worker polls and sees the crossing: the first to store this key raises it.
+            data["dedupe"] = f"provider-balance:{channel.id}:{index}:{reading.checked_at // self._round_ms}"
+            await self._alert(kind, subject, message, data)
         except Exception:  # not stored (the database may be down): the next round tries again
             self._low.discard(mark)
             log.exception("raising %s for channel '%s' failed", ALERT_KIND, channel.name)

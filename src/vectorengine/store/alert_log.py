@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vectorengine.store import schema
@@ -17,10 +18,15 @@ class AlertLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def insert(self, row: dict[str, Any]) -> int:
+    async def insert(self, row: dict[str, Any]) -> int | None:
+        """Store an alert; None when one with the same ``dedupe`` key exists (another worker or
+        instance raised it first)."""
+        insert = _insert_for(self.engine.dialect.name)(schema.alerts).values(**row)
+        if row.get("dedupe") is not None:
+            insert = insert.on_conflict_do_nothing(index_elements=[schema.alerts.c.dedupe])
         async with self.engine.begin() as conn:
-            new_id = await conn.scalar(sa.insert(schema.alerts).values(**row).returning(schema.alerts.c.id))
-        return int(new_id)
+            new_id = await conn.scalar(insert.returning(schema.alerts.c.id))
+        return int(new_id) if new_id is not None else None
 
     async def mark(self, alert_id: int, *, delivered: bool, attempts: int) -> None:
         a = schema.alerts
@@ -37,9 +43,10 @@ class AlertLog:
 
     async def dedupe_keys(self) -> set[str]:
         since = (time.time() - DEDUPE_DAYS * 86400) * 1000
-        return {
-            str(r["data"]["dedupe"]) for r in await self.recent(int(since)) if "dedupe" in (r["data"] or {})
-        }
+        a = schema.alerts
+        q = sa.select(a.c.dedupe).where(a.c.created_at >= int(since), a.c.dedupe.is_not(None))
+        async with self.engine.connect() as conn:
+            return {str(d) for d in (await conn.scalars(q))}
 
     async def undelivered(self) -> list[dict[str, Any]]:
         a = schema.alerts
@@ -64,3 +71,8 @@ class AlertLog:
             q = q.where(a.c.created_at >= since_ms)
         async with self.engine.connect() as conn:
             return [{str(k): v for k, v in r._mapping.items()} for r in await conn.execute(q)]
+
+
+def _insert_for(dialect: str) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING (SQLite and PostgreSQL alike)."""
+    return sqlite.insert if dialect == "sqlite" else postgresql.insert

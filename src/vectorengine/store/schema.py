@@ -193,8 +193,12 @@ alerts = sa.Table(
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("delivered", sa.Boolean, nullable=False),
     sa.Column("delivery_attempts", sa.Integer, nullable=False),
+    # Alerts a watcher raises at most once ("cap:token:3:…:0.8"): every worker watches the same
+    # shared state, and the first to insert the key is the one that raises it.
+    sa.Column("dedupe", sa.String(200), nullable=True),
 )
 sa.Index("ix_alerts_created", alerts.c.created_at)
+sa.Index("ux_alerts_dedupe", alerts.c.dedupe, unique=True)
 
 # One row (id = 1); ``n`` goes up by one whenever channels or tokens change, so every
 # worker and instance can tell cheaply that its in-memory snapshot is stale.
