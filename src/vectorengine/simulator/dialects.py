@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from vectorengine.simulator import anthropic, gemini
+from vectorengine.simulator import anthropic, anthropic_reply, gemini, gemini_reply
 from vectorengine.simulator.wire import ApiError, Headers, RSGIScope
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ async def _messages(ex: Exchange, raw: bytes) -> None:
     ex.app._admit(
         ex, request.model, request.prompt_tokens, lambda: anthropic.context_too_long(request.prompt_tokens)
     )
-    reply = anthropic.reply(request, ex.app.prompt_cache)
+    reply = anthropic_reply.reply(request, ex.app.prompt_cache)
     ex.use_tokens(request.prompt_tokens + reply.output_tokens)
     if request.stream:
         await ex.send_events(reply.events())
@@ -194,7 +194,7 @@ async def _messages(ex: Exchange, raw: bytes) -> None:
 
 async def _count_messages(ex: Exchange, raw: bytes) -> None:
     request = _anthropic_request(ex, raw, count_only=True)
-    await ex.send_json(anthropic.count_tokens(request))
+    await ex.send_json(anthropic_reply.count_tokens(request))
 
 
 async def _gemini(ex: Exchange, raw: bytes) -> None:
@@ -207,11 +207,11 @@ async def _gemini(ex: Exchange, raw: bytes) -> None:
     stream = method == "streamGenerateContent"
     request = gemini.parse(model, _json(ex, raw), stream=stream)
     if method == "countTokens":
-        await ex.send_json(gemini.count_tokens(request))
+        await ex.send_json(gemini_reply.count_tokens(request))
         return
     prompt = request.chat.prompt_tokens
     ex.app._admit(ex, model, prompt, lambda: gemini.context_too_long(prompt))
-    reply = gemini.reply(request, ex.app.prompt_cache)
+    reply = gemini_reply.reply(request, ex.app.prompt_cache)
     ex.use_tokens(prompt + reply.choice.completion_tokens + reply.thoughts_tokens)
     if not stream:
         await ex.send_json(reply.response())
