@@ -110,10 +110,7 @@ async def bootstrap(settings: Settings, env: dict[str, str] | None = None) -> Bo
 async def _sync_channels(store: Store, settings: Settings) -> None:
     wanted = {ch.name for ch in settings.channels}
     for ch in settings.channels:
-        fields = msgspec.structs.asdict(ch)
-        below = fields.pop("balance_alert_below")  # stored in micro-units of the provider's currency
-        fields["balance_alert_below_micro"] = to_micro(below) if below is not None else None
-        await store.upsert_channel(fields, managed_by="config")
+        await store.upsert_channel(ch.stored(), managed_by="config")
     # A channel that came from the config file and left it goes away with it.
     for existing in await store.list_channels():
         if existing.managed_by == "config" and existing.name not in wanted:

@@ -84,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--map", action="append", default=[], help="MODEL=UPSTREAM_MODEL (repeatable)")
     ca.add_argument("--priority", type=int, default=0)
     ca.add_argument("--weight", type=int, default=1)
+    ca.add_argument(
+        "--balance-alert-below",
+        help="alert when a key's provider balance falls below this (the provider's currency)",
+    )
     ca.set_defaults(run=_channel_add)
     cl = with_config(ch.add_parser("list", help="list channels"))
     cl.set_defaults(run=_channel_list)
@@ -225,9 +229,7 @@ def _token_disable(args: argparse.Namespace) -> None:
 
 
 def _channel_add(args: argparse.Namespace) -> None:
-    import msgspec
-
-    from vectorengine.settings import ChannelConfig, ConfigError, parse_settings
+    from vectorengine.settings import ConfigError, parse_settings
 
     model_map = {}
     for item in args.map:
@@ -245,11 +247,12 @@ def _channel_add(args: argparse.Namespace) -> None:
         "priority": args.priority,
         "weight": args.weight,
     }
+    if args.balance_alert_below is not None:
+        raw["balance_alert_below"] = args.balance_alert_below
     try:
-        parse_settings({"channels": [raw]})  # same validation as the config file
+        fields = parse_settings({"channels": [raw]}).channels[0].stored()  # as the config file is read
     except ConfigError as exc:
         raise _ConfigProblem(str(exc)) from None
-    fields = msgspec.structs.asdict(msgspec.convert(raw, ChannelConfig))
 
     async def run(store: Any) -> Any:
         try:

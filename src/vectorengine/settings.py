@@ -56,6 +56,13 @@ class ChannelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     # (decimal, read exactly); only for upstream types whose host reports a balance.
     balance_alert_below: Decimal | None = None
 
+    def stored(self) -> dict[str, Any]:
+        """The channel's fields as the store keeps them (the threshold in micro-units)."""
+        fields = msgspec.structs.asdict(self)
+        below = fields.pop("balance_alert_below")
+        fields["balance_alert_below_micro"] = to_micro(below) if below is not None else None
+        return fields
+
 
 Usd = Decimal  # decimal USD, parsed exactly (YAML 0.1 is 0.1); checked non-negative by _check
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]

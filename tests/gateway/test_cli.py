@@ -176,3 +176,38 @@ def test_serve_refuses_a_port_in_use(tmp_path: Path, gateway: GatewayProcess) ->
     # Granian binds with SO_REUSEPORT: without a check, a second server would silently share it.
     r = ve(tmp_path, "serve", "--listen", f"127.0.0.1:{gateway.port}", check=False)
     assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{gateway.port}" in r.stderr
+
+
+def test_channel_add_takes_a_provider_balance_threshold(tmp_path: Path) -> None:
+    """``--balance-alert-below`` is read exactly and stored in micro-units, and refused (exit 2,
+    naming the key) on a type whose host reports no balance or with more than six decimals."""
+    import sqlite3
+
+    db = tmp_path / "cli.db"
+    cfg = tmp_path / "ve.yaml"
+    cfg.write_text(yaml.safe_dump({"database": f"sqlite:///{db}"}))
+    base = ["channel", "add", "--base-url", "http://127.0.0.1:9/v1", "--key", "k", "--model", "m"]
+    ve(
+        tmp_path,
+        *base,
+        "--name",
+        "ds",
+        "--type",
+        "deepseek",
+        "--balance-alert-below",
+        "5.25",
+        "--config",
+        str(cfg),
+    )
+    ve(tmp_path, *base, "--name", "plain", "--type", "deepseek", "--config", str(cfg))
+    refused = ve(
+        tmp_path, *base, "--name", "oa", "--balance-alert-below", "5", "--config", str(cfg), check=False
+    )
+    assert refused.returncode == 2
+    assert "balance_alert_below: upstream type 'openai' reports no balance" in refused.stderr
+    fine = ["--name", "x", "--type", "deepseek", "--balance-alert-below", "0.0000001"]
+    too_fine = ve(tmp_path, *base, *fine, "--config", str(cfg), check=False)
+    assert too_fine.returncode == 2 and "more decimal places than 6" in too_fine.stderr
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT name, balance_alert_below_micro FROM channels ORDER BY id").fetchall()
+    assert rows == [("ds", 5_250_000), ("plain", None)]
