@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from tests.unit.fakes import make_channel
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.routing.balance import ALERT_KIND, BalancePoller, Reading, decimal_text, polled
 from vectorengine.store.records import Channel
@@ -82,23 +83,16 @@ class FakeUpstream:
 
 
 def channel(id_: int = 1, type_: str = "deepseek", **fields: Any) -> Channel:
-    base = Channel(
-        id=id_,
-        name=f"ch{id_}",
-        type=type_,
-        base_url="http://127.0.0.1:9/v1",
-        keys=(LOW_DS, OK_DS),
-        models=("deepseek-chat",),
-        model_map={},
-        priority=0,
-        weight=1,
-        enabled=True,
-        managed_by="api",
-        created_at=0,
-        updated_at=0,
-        balance_alert_below_micro=5_000_000,
-    )
-    return msgspec.structs.replace(base, **fields)
+    defaults: dict[str, Any] = {
+        "id": id_,
+        "name": f"ch{id_}",
+        "type": type_,
+        "base_url": "http://127.0.0.1:9/v1",
+        "keys": (LOW_DS, OK_DS),
+        "models": ("deepseek-chat",),
+        "balance_alert_below_micro": 5_000_000,
+    }
+    return make_channel(**(defaults | fields))
 
 
 Alerts = list[tuple[str, str, str, dict[str, Any]]]

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.unit.fakes import make_channel
 from vectorengine.protocol import openai as wire
 from vectorengine.store.records import Channel
 from vectorengine.upstreams.registry import UPSTREAM_TYPES
@@ -16,22 +17,7 @@ CHAT = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 
 
 def channel(type_: str, base_url: str = "https://host.example/v1", **extra: Any) -> Channel:
-    return Channel(
-        id=1,
-        name="c",
-        type=type_,
-        base_url=base_url,
-        keys=("key-0", "key-1"),
-        models=("m",),
-        model_map={},
-        priority=0,
-        weight=1,
-        enabled=True,
-        managed_by="api",
-        created_at=0,
-        updated_at=0,
-        **extra,
-    )
+    return make_channel(type=type_, base_url=base_url, keys=("key-0", "key-1"), **extra)
 
 
 def test_every_registered_type_has_a_dialect_and_a_usable_default() -> None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.fakes import make_channel
 from vectorengine.billing.money import MoneyError, floor_micro, to_micro
 from vectorengine.settings import ConfigError, parse_settings
 from vectorengine.store.engine import migrate_async
@@ -48,21 +49,7 @@ def api(name: str) -> BalanceApi:
 
 
 def channel(type_: str, base_url: str, keys: tuple[str, ...] = ("sk-one", "sk-two")) -> Channel:
-    return Channel(
-        id=1,
-        name="c",
-        type=type_,
-        base_url=base_url,
-        keys=keys,
-        models=("m",),
-        model_map={},
-        priority=0,
-        weight=1,
-        enabled=True,
-        managed_by="api",
-        created_at=0,
-        updated_at=0,
-    )
+    return make_channel(type=type_, base_url=base_url, keys=keys)
 
 
 def test_exactly_these_hosts_report_a_balance() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.fakes import SHAPE, FakeClock
+from tests.unit.fakes import SHAPE, FakeClock, make_channel
 from vectorengine.errors import Kind
 from vectorengine.routing.health import HealthBoard, State
 from vectorengine.routing.pacing import Pacer
@@ -215,23 +215,7 @@ def test_the_view_shows_state_reason_and_scores() -> None:
 
 
 def channel(rpm: int | None = None, tpm: int | None = None) -> Channel:
-    return Channel(
-        id=1,
-        name="c",
-        type="openai",
-        base_url="http://x",
-        keys=("k",),
-        models=("m",),
-        model_map={},
-        priority=0,
-        weight=1,
-        enabled=True,
-        managed_by="api",
-        created_at=0,
-        updated_at=0,
-        rpm=rpm,
-        tpm=tpm,
-    )
+    return make_channel(rpm=rpm, tpm=tpm)
 
 
 def test_pacing_spreads_a_configured_rpm_evenly() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from tests.unit.fakes import SHAPE, FakeClock
+from tests.unit.fakes import SHAPE, FakeClock, make_channel
 from vectorengine.routing.health import HealthBoard
 from vectorengine.routing.pacing import Pacer
 from vectorengine.routing.policy import Effect
@@ -26,20 +26,15 @@ def ch(
     groups: tuple[str, ...] = ("default",),
     rpm: int | None = None,
 ) -> Channel:
-    return Channel(
+    return make_channel(
         id=cid,
         name=f"c{cid}",
-        type="openai",
-        base_url="http://x",
         keys=tuple(f"k{i}" for i in range(keys)),
         models=models,
         model_map=model_map or {},
         priority=priority,
         weight=weight,
         enabled=enabled,
-        managed_by="api",
-        created_at=0,
-        updated_at=0,
         groups=groups,
         rpm=rpm,
     )
