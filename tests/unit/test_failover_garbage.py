@@ -42,14 +42,11 @@ _ERR = orjson.dumps({"error": {"message": "boom", "type": "server_error", "param
 
 
 class _Response:
-    broken: tuple[type[BaseException], ...] = (OSError,)
+    """What the failover reads of a JSON answer: status, headers, body."""
 
     def __init__(self, status: int, body: bytes) -> None:
         self.status = status
         self._body = body
-
-    async def next_chunk(self) -> bytes | None:
-        return None
 
     def header(self, name: str) -> str | None:
         return "application/json" if name == "content-type" else None
@@ -59,7 +56,7 @@ class _Response:
 
 
 class _Transport:
-    """Key ``bad`` answers 500 (or 400 with ``bad_request``), every other key 200."""
+    """Key ``bad`` answers ``bad_status`` with an OpenAI error envelope, every other key 200."""
 
     def __init__(self, bad_status: int = 500) -> None:
         self.bad_status = bad_status
@@ -109,10 +106,12 @@ def _cycles_from_failover() -> list[str]:
     return found
 
 
-async def _run(transport: _Transport, n: int) -> list[BaseException | None]:
+async def _run(transport: _Transport, n: int) -> list[int | None]:
+    """``n`` requests; each one's outcome is None (answered) or the status of the error it
+    raised. Only the status is kept, so a cycle through a raised error would be garbage too."""
     failover, routes = _failover(transport)
     body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
-    outcomes: list[BaseException | None] = []
+    outcomes: list[int | None] = []
     for _ in range(n):
         call = OPENAI.decode(Endpoint.CHAT, body, None)
         attempts: list[AttemptRecord] = []
@@ -121,7 +120,7 @@ async def _run(transport: _Transport, n: int) -> list[BaseException | None]:
             assert opened.pick.candidate.channel.name == "good" and len(attempts) == 2
             outcomes.append(None)
         except GatewayError as err:
-            outcomes.append(err)
+            outcomes.append(err.status)
     return outcomes
 
 
@@ -142,7 +141,5 @@ async def test_failed_attempts_are_freed_by_reference_counting(bad_status: int) 
     if bad_status == 500:  # retried elsewhere: every request answered by the second channel
         assert outcomes == [None] * 20 and transport.calls == 40
     else:  # a bad request is never retried: the caller gets it, once per request
-        assert all(isinstance(o, GatewayError) and o.status == 400 for o in outcomes)
-        assert transport.calls == 20
-    del outcomes
+        assert outcomes == [400] * 20 and transport.calls == 20
     assert cycles == []
