@@ -371,6 +371,10 @@ def _check(settings: Settings) -> None:
         )
     if not settings.database.startswith(("sqlite", "postgresql", "postgres")):
         raise ConfigError("$.database: expected a sqlite:/// or postgresql+asyncpg:// URL")
+    if settings.database.startswith("sqlite") and (
+        ":memory:" in settings.database or settings.database.rstrip("/") in ("sqlite:", "sqlite:/")
+    ):
+        raise ConfigError("$.database: SQLite in memory is not supported; give it a file (sqlite:///./x.db)")
 
 
 def _check_balance_alert(ch: ChannelConfig, where: str) -> None:

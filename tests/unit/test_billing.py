@@ -21,8 +21,8 @@ from vectorengine.billing.prices import PPM, Price, PriceConfig, Units, bound, c
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.protocol.openai import Call, Endpoint, decode
 from vectorengine.protocol.usage import Usage
-from vectorengine.store.accounts import Days
 from vectorengine.store.records import NO_LIMITS, Limits, Token, UsageRecord, User
+from vectorengine.store.usage_log import Days
 
 # -- money ---------------------------------------------------------------------------------------
 

@@ -109,6 +109,8 @@ def test_settings_are_frozen() -> None:
         ({"listen": "nohost"}, r"\$\.listen"),
         ({"workers": "2"}, r"\$\.workers"),
         ([1, 2], r"^\$: the configuration must be a mapping$"),
+        ({"database": "sqlite:///:memory:"}, r"^\$\.database: SQLite in memory is not supported"),
+        ({"database": "sqlite://"}, r"^\$\.database: SQLite in memory is not supported"),
     ],
 )
 def test_invalid_config_names_the_path(raw: object, message: str) -> None:

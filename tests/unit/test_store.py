@@ -8,6 +8,7 @@ from vectorengine.store.engine import migrate_async
 from vectorengine.store.records import UsageFilter, UsageRecord
 from vectorengine.store.repository import Store
 from vectorengine.store.snapshot import SnapshotHolder
+from vectorengine.store.usage_log import Days
 
 CHANNEL = {
     "name": "main",
@@ -119,6 +120,24 @@ async def test_usage_batch_retry_skips_duplicates(store: Store) -> None:
     assert await store.count_usage() == 3
     got = await store.get_usage("r3")
     assert got is not None and got.prompt_tokens == 3 and got.stream is False
+
+
+async def test_billed_batch_books_charges_once(store: Store) -> None:
+    alice = await store.accounts.create_user("alice")
+    await store.accounts.append(alice.id, "topup", 1_000)
+    day = Days(store.billing_tz)(1_000_000)
+    paid = [_rec(i, user_id=alice.id, cost_micro_usd=10 * i) for i in range(1, 4)]  # 10 + 20 + 30
+    failed = _rec(9, user_id=alice.id, status=502, error_kind="upstream_status")  # costs nothing
+    await store.insert_usage([*paid, failed])
+    # A retried batch, partly stored: only the new record and its charge are added.
+    await store.insert_usage([paid[2], _rec(4, user_id=alice.id, cost_micro_usd=40)])
+    assert await store.count_usage() == 5
+    entries = await store.accounts.ledger(alice.id, limit=10)
+    assert sorted(e.amount_micro_usd for e in entries if e.kind == "charge") == [-40, -30, -20, -10]
+    assert await store.accounts.balance(alice.id) == 1_000 - 100 == await store.accounts.ledger_sum(alice.id)
+    (row,) = await store.accounts.daily(day, day, user_id=alice.id)
+    assert (row["requests"], row["errors"], row["cost_micro_usd"]) == (5, 1, 100)
+    assert row["prompt_tokens"] == 1 + 2 + 3 + 9 + 4
 
 
 async def test_snapshot_routes_by_priority_and_sees_changes(store: Store) -> None:

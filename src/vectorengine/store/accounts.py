@@ -2,17 +2,15 @@
 
 A balance changes only by appending a ledger entry, and the entry and the balance column move
 in the same transaction, so ``users.balance_micro_usd`` is always the sum of the user's entries.
-Charges are booked with the usage records they belong to (:func:`book_usage`).
+Charges are booked with the usage records they belong to (:mod:`~vectorengine.store.usage_log`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 import sqlalchemy as sa
@@ -21,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from vectorengine.billing.prices import Price
 from vectorengine.store import schema
-from vectorengine.store.records import NO_LIMITS, Group, LedgerEntry, Limits, UsageRecord, User
+from vectorengine.store.records import NO_LIMITS, Group, LedgerEntry, Limits, User
+from vectorengine.store.usage_log import balance_sql
 
 _USER_FIELDS = frozenset({"name", "group", "enabled", "limits"})
 
@@ -57,25 +56,6 @@ def _group(row: Any) -> Group:
 
 def _entry(row: Any) -> LedgerEntry:
     return msgspec.convert({str(k): v for k, v in row._mapping.items()}, LedgerEntry)
-
-
-class Days:
-    """Unix ms → the day (YYYYMMDD) in ``tz``, for a batch of records mostly of the same day:
-    one date conversion per day, not per record."""
-
-    def __init__(self, tz: ZoneInfo) -> None:
-        self._tz = tz
-        self._start = self._end = 0
-        self._day = ""
-
-    def __call__(self, ms: int) -> str:
-        if not self._start <= ms < self._end:
-            local = dt.datetime.fromtimestamp(ms / 1000, self._tz)
-            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-            nxt = (midnight + dt.timedelta(days=1, hours=3)).replace(hour=0)
-            self._start, self._end = int(midnight.timestamp() * 1000), int(nxt.timestamp() * 1000)
-            self._day = local.strftime("%Y%m%d")
-        return self._day
 
 
 class Accounts:
@@ -225,7 +205,7 @@ class Accounts:
                     .returning(*led.c)
                 )
             ).one()
-            await _move_balances(conn, {user_id: amount})
+            await _move_balance(conn, user_id, amount)
         return _entry(row)
 
     async def refund(self, request_id: str, note: str | None) -> LedgerEntry:
@@ -260,7 +240,7 @@ class Accounts:
                     .returning(*led.c)
                 )
             ).one()
-            await _move_balances(conn, {user_id: amount})
+            await _move_balance(conn, user_id, amount)
         return _entry(row)
 
     async def ledger(self, user_id: int, *, limit: int, after: int | None = None) -> list[LedgerEntry]:
@@ -347,7 +327,7 @@ class Accounts:
                     .returning(*schema.ledger.c)
                 )
             ).one()
-            await _move_balances(conn, {user_id: int(claimed.value_micro_usd)})
+            await _move_balance(conn, user_id, int(claimed.value_micro_usd))
         return _entry(entry)
 
     # -- prices ------------------------------------------------------------------------------
@@ -418,82 +398,5 @@ class Accounts:
             return [{str(k): v for k, v in r._mapping.items()} for r in await conn.execute(q)]
 
 
-async def _move_balances(conn: AsyncConnection, deltas: Mapping[int, int]) -> None:
-    # One lock order (by user id): concurrent batches of several workers never deadlock.
-    rows = [(delta, user_id) for user_id, delta in sorted(deltas.items()) if delta]
-    if rows:
-        delta, user = placeholders(conn.dialect.paramstyle, 2)
-        sql = f"UPDATE users SET balance_micro_usd = balance_micro_usd + {delta} WHERE id = {user}"
-        await conn.exec_driver_sql(sql, rows)
-
-
-_ROLLUP_KEY = ("day", "user_id", "token_id", "model", "channel_id")
-_ROLLUP_SUMS = (
-    "requests",
-    "errors",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost_micro_usd",
-)
-_LEDGER_COLUMNS = ("user_id", "kind", "amount_micro_usd", "created_at", "request_id")
-
-
-def placeholders(paramstyle: str, n: int) -> list[str]:
-    """Bind markers for plain SQL sent to the driver: SQLite's ``?`` or asyncpg's ``$1``…"""
-    return ["?"] * n if paramstyle == "qmark" else [f"${i}" for i in range(1, n + 1)]
-
-
-def _rollup_sql(conn: AsyncConnection) -> str:
-    # Plain SQL that SQLite (3.24+) and PostgreSQL both take, sent as tuples: built with
-    # SQLAlchemy per batch, this statement cost more than the records it sums.
-    columns = (*_ROLLUP_KEY, *_ROLLUP_SUMS)
-    sums = ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in _ROLLUP_SUMS)
-    marks = ", ".join(placeholders(conn.dialect.paramstyle, len(columns)))
-    return (
-        f"INSERT INTO usage_daily ({', '.join(columns)}) VALUES ({marks}) "
-        f"ON CONFLICT ({', '.join(_ROLLUP_KEY)}) DO UPDATE SET {sums}"
-    )
-
-
-def _ledger_sql(conn: AsyncConnection) -> str:
-    marks = ", ".join(placeholders(conn.dialect.paramstyle, len(_LEDGER_COLUMNS)))
-    return f"INSERT INTO ledger ({', '.join(_LEDGER_COLUMNS)}) VALUES ({marks})"
-
-
-async def book_usage(conn: AsyncConnection, records: Sequence[UsageRecord], tz: ZoneInfo) -> None:
-    """In the transaction that stores ``records``: a charge entry in the ledger for each billed
-    record, the users' balances, and the daily rollup."""
-    charges = [
-        (r.user_id, "charge", -r.cost_micro_usd, r.created_at, r.request_id)
-        for r in records
-        if r.user_id is not None and r.cost_micro_usd
-    ]
-    if charges:
-        await conn.exec_driver_sql(_ledger_sql(conn), charges)
-        deltas: dict[int, int] = defaultdict(int)
-        for user_id, _, amount, _, _ in charges:
-            deltas[user_id] += amount
-        await _move_balances(conn, deltas)
-    rollup: dict[tuple[str, int, int, str, int], list[int]] = {}
-    day = Days(tz)
-    for r in records:
-        key = (day(r.created_at), r.user_id or 0, r.token_id or 0, r.model or "", r.channel_id or 0)
-        row = rollup.get(key)
-        if row is None:
-            rollup[key] = [
-                1, 1 if r.status >= 400 or r.error_kind else 0, r.prompt_tokens, r.completion_tokens,
-                r.cached_tokens, r.reasoning_tokens, r.cost_micro_usd,
-            ]  # fmt: skip
-        else:
-            row[0] += 1
-            if r.status >= 400 or r.error_kind:
-                row[1] += 1
-            row[2] += r.prompt_tokens
-            row[3] += r.completion_tokens
-            row[4] += r.cached_tokens
-            row[5] += r.reasoning_tokens
-            row[6] += r.cost_micro_usd
-    if rollup:  # in key order: concurrent batches lock rows in one order and never deadlock
-        await conn.exec_driver_sql(_rollup_sql(conn), [(*k, *v) for k, v in sorted(rollup.items())])
+async def _move_balance(conn: AsyncConnection, user_id: int, amount: int) -> None:
+    await conn.exec_driver_sql(balance_sql(conn.dialect.paramstyle), [(amount, user_id)])

@@ -27,13 +27,28 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def sqlite_path(url: Any) -> str | None:
+    """The database file of a SQLite URL (None for any other database).
+
+    The gateway opens a SQLite database from several connections (the pool, the usage
+    writer's own), so it must be a file: each connection to ``:memory:`` would see a database
+    of its own.
+    """
+    u = make_url(url) if isinstance(url, str) else url
+    if u.get_backend_name() != "sqlite":
+        return None
+    database = u.database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        raise ValueError("SQLite in memory is not supported: give the database a file (sqlite:///./x.db)")
+    return str(database)
+
+
 def create_engine(url: str) -> AsyncEngine:
     url = async_url(url)
     kwargs: dict[str, Any] = {}
-    if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_path(url)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs["pool_size"] = 5

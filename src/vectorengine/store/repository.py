@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -13,11 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from vectorengine.billing.prices import Price
 from vectorengine.store import schema
-from vectorengine.store.accounts import Accounts, book_usage, placeholders
+from vectorengine.store.accounts import Accounts
 from vectorengine.store.alert_log import AlertLog
-from vectorengine.store.engine import create_engine
+from vectorengine.store.engine import create_engine, sqlite_path
 from vectorengine.store.records import (
     NO_LIMITS,
     Channel,
@@ -29,6 +29,7 @@ from vectorengine.store.records import (
     UsageFilter,
     UsageRecord,
 )
+from vectorengine.store.usage_log import SQLiteWriter, UsageSQL, batch_statements
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,6 @@ _CHANNEL_FIELDS = frozenset(
 _TOKEN_FIELDS = frozenset(
     {"name", "models", "enabled", "expires_at", "group", "user_id", "quota_micro_usd", "limits"}
 )
-_USAGE_COLUMNS = tuple(f for f in UsageRecord.__struct_fields__)
-_ATTEMPTS_AT = _USAGE_COLUMNS.index("attempts")
-_PRICE_AT = _USAGE_COLUMNS.index("price")
-_PRICE_JSON: dict[Price, str] = {}
-_encode_json = msgspec.json.Encoder().encode
 
 
 _REVISION_SQL = "SELECT n FROM revision WHERE id = 1"
@@ -133,10 +129,9 @@ class Store:
         self.alerts = AlertLog(engine)
         self._revision_conn: AsyncConnection | None = None
         self._read_revision: Callable[[], Awaitable[int]] | None = None
-        marks = placeholders(engine.dialect.paramstyle, len(_USAGE_COLUMNS))
-        self._usage_insert = (
-            f"INSERT INTO usage_records ({', '.join(_USAGE_COLUMNS)}) VALUES ({', '.join(marks)})"
-        )
+        self._usage_sql = UsageSQL(engine.dialect.paramstyle)
+        path = sqlite_path(engine.url)
+        self._sqlite = SQLiteWriter(path) if path is not None else None
 
     @classmethod
     def from_url(cls, url: str, billing_tz: str = "UTC") -> Store:
@@ -144,6 +139,8 @@ class Store:
 
     async def close(self) -> None:
         await self._drop_revision_conn(broken=False)
+        if self._sqlite is not None:
+            await self._sqlite.close()
         await self.engine.dispose()
 
     # -- revision ---------------------------------------------------------------------------
@@ -369,44 +366,30 @@ class Store:
     # -- usage ------------------------------------------------------------------------------
 
     async def insert_usage(self, records: Sequence[UsageRecord]) -> None:
-        """Insert a batch in one transaction; a record already stored (same request id) is skipped.
-
-        Rows go straight to the driver's ``executemany`` as tuples: SQLAlchemy's per-row
-        parameter processing cost more CPU than the request it records.
-        """
+        """Insert a batch, with the charges it books, in one transaction; a record already
+        stored (same request id) is skipped (:mod:`~vectorengine.store.usage_log`)."""
         if not records:
             return
-        rows = [self._usage_row(r) for r in records]
         try:
-            async with self.engine.begin() as conn:
-                await conn.exec_driver_sql(self._usage_insert, rows)
-                await book_usage(conn, records, self.billing_tz)
-        except IntegrityError:
+            await self._write_usage(records)
+        except (IntegrityError, sqlite3.IntegrityError):
             # A retried batch that was partly stored before: insert one by one, skip duplicates
             # (a record and its ledger entry are stored together or not at all).
-            for record, row in zip(records, rows, strict=True):
+            for record in records:
                 try:
-                    async with self.engine.begin() as conn:
-                        await conn.exec_driver_sql(self._usage_insert, [row])
-                        await book_usage(conn, [record], self.billing_tz)
-                except IntegrityError:
-                    log.debug("usage record %s already stored", row[0])
+                    await self._write_usage([record])
+                except (IntegrityError, sqlite3.IntegrityError):
+                    log.debug("usage record %s already stored", record.request_id)
 
-    @staticmethod
-    def _usage_row(record: UsageRecord) -> tuple[Any, ...]:
-        row = msgspec.structs.astuple(record)
-        if record.attempts is None and record.price is None:
-            return row
-        out = list(row)
-        out[_ATTEMPTS_AT] = _encode_json(record.attempts).decode() if record.attempts is not None else None
-        if record.price is not None:  # the snapshot's few Price objects, encoded once each
-            text = _PRICE_JSON.get(record.price)
-            if text is None:
-                if len(_PRICE_JSON) > 10_000:
-                    _PRICE_JSON.clear()
-                text = _PRICE_JSON[record.price] = _encode_json(record.price).decode()
-            out[_PRICE_AT] = text
-        return tuple(out)
+    async def _write_usage(self, records: Sequence[UsageRecord]) -> None:
+        statements = batch_statements(self._usage_sql, records, self.billing_tz)
+        if self._sqlite is not None:
+            await self._sqlite.write(statements)
+            return
+        async with self.engine.begin() as conn:
+            for text, rows in statements:
+                if rows:
+                    await conn.exec_driver_sql(text, rows)
 
     async def query_usage(
         self, flt: UsageFilter, *, limit: int, after: int | None = None
