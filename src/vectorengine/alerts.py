@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -39,7 +39,7 @@ from vectorengine.billing.meter import Meter
 from vectorengine.billing.money import to_micro, usd
 from vectorengine.routing.health import HealthBoard, State
 from vectorengine.settings import AlertsConfig
-from vectorengine.store.records import Token, UsageRecord
+from vectorengine.store.records import Token, UsageRecord, User
 from vectorengine.store.repository import Store
 from vectorengine.store.snapshot import SnapshotHolder
 from vectorengine.upstreams.transport import Transport
@@ -81,13 +81,13 @@ class _Rate:
         self.minutes: collections.deque[list[int]] = collections.deque()  # [minute, requests, spend]
         self.requests = self.spend = 0  # over the whole deque
 
-    def add(self, minute: int, spend: int) -> None:
+    def add(self, minute: int, requests: int, spend: int) -> None:
         if self.minutes and self.minutes[-1][0] == minute:
-            self.minutes[-1][1] += 1
+            self.minutes[-1][1] += requests
             self.minutes[-1][2] += spend
         else:
-            self.minutes.append([minute, 1, spend])
-        self.requests += 1
+            self.minutes.append([minute, requests, spend])
+        self.requests += requests
         self.spend += spend
         while self.minutes[0][0] <= minute - 60:
             _, r, sp = self.minutes.popleft()
@@ -149,59 +149,84 @@ class AlertWatch:
                     await self._upstream_keys()
                 except Exception:  # the database may be down for a moment: the next round retries
                     log.exception("checking upstream keys for alerts failed")
-            while self._queue:
-                rec = self._queue.popleft()
-                try:
-                    await self._check(rec)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("alert checks failed for %s", rec.request_id)
+            await self._check_queued()
 
     async def drain(self) -> None:
         """Check everything queued and wait for deliveries in flight (tests, shutdown)."""
-        while self._queue:
-            await self._check(self._queue.popleft())
+        await self._check_queued()
         if self._deliveries:
             await asyncio.gather(*list(self._deliveries), return_exceptions=True)
 
     # -- rules -----------------------------------------------------------------------------------
 
-    async def _check(self, rec: UsageRecord) -> None:
+    async def _check_queued(self) -> None:
+        """The records queued since the last tick: counted per token first, then each rule runs
+        once per token (and user) that had records, against the state after all of them."""
         now = self._clock()
         minute = int(now // _MINUTE)
-        if rec.error_kind in _AUTH_FAILURES and rec.client_ip:
-            await self._auth_failure(rec.client_ip, minute)
-            return
         snap = self._snapshots.current
-        token = snap.tokens_by_id.get(rec.token_id) if rec.token_id is not None else None
-        if token is None:
-            return
-        rate = self._rates.get(token.id)
-        if rate is None:
-            rate = self._rates[token.id] = _Rate()
-        rate.add(minute, rec.cost_micro_usd)
-        recent_r, recent_s, base_r, base_s = rate.windows(minute)
-        k = self.cfg.anomaly_factor
-        if recent_r > k * max(base_r, self.cfg.anomaly_min_requests) or recent_s > k * max(
-            base_s, self._min_spend
-        ):
-            await self._anomaly(token, rate, minute)
-        if rec.cost_micro_usd <= 0:
+        counts: dict[int, list[int]] = {}  # token id → [requests, spend]
+        paying: set[int] = set()  # tokens that spent something
+        users: set[int] = set()  # users who spent something
+        queue = self._queue
+        while queue:
+            rec = queue.popleft()
+            if rec.error_kind in _AUTH_FAILURES:
+                if rec.client_ip:
+                    await self._guarded(self._auth_failure(rec.client_ip, minute), rec.request_id)
+                continue
+            if rec.token_id is None:
+                continue
+            count = counts.get(rec.token_id)
+            if count is None:
+                count = counts[rec.token_id] = [0, 0]
+            count[0] += 1
+            if rec.cost_micro_usd > 0:
+                count[1] += rec.cost_micro_usd
+                paying.add(rec.token_id)
+                if rec.user_id is not None:
+                    users.add(rec.user_id)
+        for token_id, (requests, spend) in counts.items():
+            token = snap.tokens_by_id.get(token_id)
+            if token is None:
+                continue
+            rate = self._rates.get(token_id)
+            if rate is None:
+                rate = self._rates[token_id] = _Rate()
+            rate.add(minute, requests, spend)
+            await self._guarded(self._anomaly(token, rate, minute), f"token {token_id}")
+        if not paying:
             return
         p = self._periods.at(now)
+        for token_id in paying:
+            token = snap.tokens_by_id.get(token_id)
+            if token is not None:
+                await self._guarded(self._token_caps(token, p.day, p.month), f"token {token_id}")
+        for user_id in users:
+            user = snap.users.get(user_id)
+            if user is not None:
+                await self._guarded(self._user_money(user, p.day, p.month, minute), f"user {user_id}")
+
+    async def _guarded(self, check: Awaitable[None], subject: str) -> None:
+        try:
+            await check
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the meter or the database may be down for a moment
+            log.exception("alert checks failed for %s", subject)
+
+    async def _token_caps(self, token: Token, day: str, month: str) -> None:
         tl = token.limits
         if tl.daily_cap_micro_usd or tl.monthly_cap_micro_usd or token.quota_micro_usd:
-            t_day, t_month = spend_keys("t", token.id, p.day, p.month)
+            t_day, t_month = spend_keys("t", token.id, day, month)
             await self._caps(f"token:{token.id}", f"token '{token.name}'", (
                 ("daily spend cap", t_day, tl.daily_cap_micro_usd),
                 ("monthly spend cap", t_month, tl.monthly_cap_micro_usd),
                 ("quota", quota_key(token.id), token.quota_micro_usd),
             ))  # fmt: skip
-        user = snap.users.get(rec.user_id) if rec.user_id is not None else None
-        if user is None:
-            return
-        u_day, u_month = spend_keys("u", user.id, p.day, p.month)
+
+    async def _user_money(self, user: User, day: str, month: str, minute: int) -> None:
+        u_day, u_month = spend_keys("u", user.id, day, month)
         if user.limits.daily_cap_micro_usd or user.limits.monthly_cap_micro_usd:
             await self._caps(
                 f"user:{user.id}",
@@ -212,24 +237,25 @@ class AlertWatch:
                 ),
             )
         threshold = self._balance_below
-        if threshold is not None:
-            balance = await self._meter.balance(user.id)
-            if balance is not None and balance < threshold and user.id not in self._low:
-                self._low.add(user.id)
-                await self._raise(
-                    "balance_low",
-                    f"user:{user.id}",
-                    f"The balance of user '{user.name}' is ${usd(balance)}, below ${usd(threshold)}.",
-                    {
-                        "user_id": user.id,
-                        "balance_micro_usd": balance,
-                        "threshold_micro_usd": threshold,
-                        # each worker sees the crossing: one alert per user and hour for all
-                        "dedupe": f"balance:{user.id}:{minute // 60}",
-                    },
-                )
-            elif balance is not None and balance >= threshold:
-                self._low.discard(user.id)
+        if threshold is None:
+            return
+        balance = await self._meter.balance(user.id)
+        if balance is not None and balance < threshold and user.id not in self._low:
+            self._low.add(user.id)
+            await self._raise(
+                "balance_low",
+                f"user:{user.id}",
+                f"The balance of user '{user.name}' is ${usd(balance)}, below ${usd(threshold)}.",
+                {
+                    "user_id": user.id,
+                    "balance_micro_usd": balance,
+                    "threshold_micro_usd": threshold,
+                    # each worker sees the crossing: one alert per user and hour for all
+                    "dedupe": f"balance:{user.id}:{minute // 60}",
+                },
+            )
+        elif balance is not None and balance >= threshold:
+            self._low.discard(user.id)
 
     async def _caps(self, subject: str, name: str, caps: tuple[tuple[str, str, int | None], ...]) -> None:
         for label, key, cap in caps:
