@@ -248,6 +248,49 @@ async def test_a_dead_workers_holds_go_back_and_a_late_settlement_is_not_counted
         await dead.close()
 
 
+async def test_redis_meter_fails_closed_when_redis_is_gone_or_silent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No admission without the shared state: a refused connection and a server that accepts
+    but never answers both give 503 state_unavailable, the silent one within the timeout."""
+    from vectorengine.billing import redis_meter
+
+    monkeypatch.setattr(redis_meter, "REDIS_TIMEOUT_S", 0.5)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_port = server.sockets[0].getsockname()[1]
+    probe = await asyncio.start_server(silent, "127.0.0.1", 0)
+    closed_port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+
+    async def zero(*_: object) -> int:
+        return 0
+
+    async def nothing() -> dict[str, int]:
+        return {}
+
+    plan = Plan(100, (BAL,), user_id=1)
+    try:
+        for port in (closed_port, silent_port):
+            meter = redis_meter.RedisMeter(f"redis://127.0.0.1:{port}/0", zero, nothing)
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(GatewayError) as caught:
+                await meter.admit(plan, 100)
+            assert caught.value.kind is Kind.STATE_UNAVAILABLE
+            assert caught.value.status == 503
+            assert asyncio.get_running_loop().time() - t0 < 5.0
+            await meter._redis.aclose()
+        assert accepted, "the silent server was never reached"
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def _settled(meter: Meter) -> None:
     flush = getattr(meter, "flush", None)
     if flush is not None:

@@ -26,6 +26,7 @@ SEEDED = PREFIX + "seeded"
 HOLDS = PREFIX + "holds:"  # + meter id: a hash of the meter's unsettled holds, by ticket
 ALIVE = PREFIX + "alive:"  # + meter id: refreshed while the meter runs
 MAX_CONNECTIONS = 64  # per worker
+REDIS_TIMEOUT_S = 5.0  # any one command
 CONCURRENCY_TTL_S = 900  # a crashed worker's slots free themselves after this long
 ALIVE_TTL_S = 30.0  # a meter not heard from for this long is taken for dead: its holds go back
 
@@ -187,8 +188,16 @@ class RedisMeter:
         self._watch: asyncio.Task[None] | None = None
         self._unsettled: list[tuple[list[str], list[int | str]]] = []  # settlements Redis refused
 
-        # Requests wait for a free connection (a short Lua call each) instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=10)
+        # Requests wait for a free connection (a short Lua call each) instead of failing; no
+        # call waits on a silent server longer than REDIS_TIMEOUT_S (admission then fails
+        # closed, a settlement is retried).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=10,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._admit = self._redis.register_script(_ADMIT)
