@@ -319,6 +319,9 @@ class Bench:
         ]
         self.results["gateway"]["log_problem_lines"] = len(bad)
         self.results["gateway"]["log_problem_sample"] = bad[:20]
+        if not DB.exists():  # a calibration gateway (--gateway-cmd) keeps no usage records
+            self.log("no usage database: nothing to count")
+            return
         rows: dict[str, Any] = {}
         with contextlib.closing(sqlite3.connect(f"file:{DB}?mode=ro", uri=True)) as conn:
             total, ok, with_tokens = conn.execute(
