@@ -291,6 +291,42 @@ async def test_redis_meter_fails_closed_when_redis_is_gone_or_silent(monkeypatch
         await server.wait_closed()
 
 
+async def test_redis_meter_calls_never_swallow_a_cancellation() -> None:
+    """A cancelled Redis exchange ends cancelled, wherever the cancellation lands in it (with a
+    socket timeout, redis-py wraps each write in asyncio.wait_for, which on Python 3.11 drops
+    a cancellation that arrives as the write completes: the meter's heartbeat then ran on
+    after its worker closed, and a gone client's admission carried on)."""
+    from vectorengine.billing.redis_meter import RedisMeter
+
+    async def zero(*_: object) -> int:
+        return 0
+
+    async def nothing() -> dict[str, int]:
+        return {}
+
+    meter = RedisMeter(redis_url(), zero, nothing)
+    swallowed, cancelled = 0, 0
+    try:
+        for i in range(600):
+            if i % 50 == 0:  # a new connection now and then: its handshake is a write too
+                await meter._redis.connection_pool.disconnect()
+            call = asyncio.ensure_future(meter._redis.set("ve:test:cancel", i))
+            for _ in range(i % 12):  # land the cancellation at a different step each time
+                await asyncio.sleep(0)
+            if not call.cancel():
+                continue
+            cancelled += 1
+            try:
+                await call
+            except asyncio.CancelledError:
+                continue
+            swallowed += 1
+        assert cancelled > 300
+        assert swallowed == 0, f"{swallowed} of {cancelled} cancellations were swallowed"
+    finally:
+        await meter._redis.aclose()
+
+
 async def _settled(meter: Meter) -> None:
     flush = getattr(meter, "flush", None)
     if flush is not None:

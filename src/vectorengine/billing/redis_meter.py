@@ -26,7 +26,7 @@ SEEDED = PREFIX + "seeded"
 HOLDS = PREFIX + "holds:"  # + meter id: a hash of the meter's unsettled holds, by ticket
 ALIVE = PREFIX + "alive:"  # + meter id: refreshed while the meter runs
 MAX_CONNECTIONS = 64  # per worker
-REDIS_TIMEOUT_S = 5.0  # any one command
+REDIS_TIMEOUT_S = 5.0  # the longest any one exchange with Redis may take
 CONCURRENCY_TTL_S = 900  # a crashed worker's slots free themselves after this long
 ALIVE_TTL_S = 30.0  # a meter not heard from for this long is taken for dead: its holds go back
 
@@ -164,6 +164,11 @@ return false
 """
 
 
+def _bounded() -> asyncio.Timeout:
+    """The bound on one exchange with Redis (asyncio.timeout keeps outside cancellations)."""
+    return asyncio.timeout(REDIS_TIMEOUT_S)
+
+
 class RedisMeter:
     """``load_balance(user_id)`` reads a balance from the database; ``load_spend()`` returns the
     spend counters of the current periods (both used only when Redis lacks them)."""
@@ -188,14 +193,18 @@ class RedisMeter:
         self._watch: asyncio.Task[None] | None = None
         self._unsettled: list[tuple[list[str], list[int | str]]] = []  # settlements Redis refused
 
-        # Requests wait for a free connection (a short Lua call each) instead of failing; no
-        # call waits on a silent server longer than REDIS_TIMEOUT_S (admission then fails
-        # closed, a settlement is retried).
+        # Requests wait for a free connection (a short Lua call each) instead of failing. No
+        # exchange waits on a silent server longer than REDIS_TIMEOUT_S (admission then fails
+        # closed, a settlement is retried): each is bounded here with asyncio.timeout. The
+        # socket timeout is off (redis-py 8 sets 5 s by default) because redis-py applies it to
+        # every write through asyncio.wait_for, which on Python 3.11 swallows a cancellation
+        # that lands as the write completes: a stopped heartbeat, or the admission of a client
+        # that has gone, would carry on.
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=MAX_CONNECTIONS,
             timeout=10,
-            socket_timeout=REDIS_TIMEOUT_S,
+            socket_timeout=None,
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )
         self._redis = aioredis.Redis(connection_pool=pool)
@@ -210,10 +219,11 @@ class RedisMeter:
 
     async def seed(self) -> None:
         """Load the current periods' spend counters unless another worker already has."""
-        if await self._redis.exists(SEEDED):
-            return
+        async with _bounded():
+            if await self._redis.exists(SEEDED):
+                return
         spend = await self._load_spend()
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with _bounded(), self._redis.pipeline(transaction=True) as pipe:
             for key, value in spend.items():
                 pipe.set(PREFIX + key, value, nx=True, ex=40 * 86400 if ":p" in key else None)
             pipe.set(SEEDED, 1)
@@ -221,8 +231,9 @@ class RedisMeter:
 
     async def start(self) -> None:
         """Announce this meter, release the holds of dead ones, and keep doing both."""
-        await self._redis.set(self._alive, 1, px=self._alive_ttl_ms)
-        await self.release_dead()
+        async with _bounded():
+            await self._redis.set(self._alive, 1, px=self._alive_ttl_ms)
+            await self.release_dead()
         self._watch = asyncio.get_running_loop().create_task(self._keep_alive(), name="meter-alive")
 
     async def _keep_alive(self) -> None:
@@ -230,9 +241,10 @@ class RedisMeter:
         while True:
             await asyncio.sleep(period)
             try:
-                await self._redis.set(self._alive, 1, px=self._alive_ttl_ms)
-                await self._retry_unsettled()
-                await self.release_dead()
+                async with _bounded():
+                    await self._redis.set(self._alive, 1, px=self._alive_ttl_ms)
+                    await self._retry_unsettled()
+                    await self.release_dead()
             except self._errors as exc:  # the next round tries again; admissions fail closed meanwhile
                 log.warning("Redis unavailable for the meter's heartbeat: %s", exc)
 
@@ -271,7 +283,8 @@ class RedisMeter:
         for c in plan.checks:
             args += [c.kind, c.limit, c.expires_at]
         for _ in range(3):
-            result = await self._admit(keys=keys, args=args)
+            async with _bounded():
+                result = await self._admit(keys=keys, args=args)
             code = int(result[0])
             if code == 0:
                 return ticket
@@ -281,7 +294,8 @@ class RedisMeter:
             elif code == -2:
                 check = plan.checks[int(result[1]) - 1]
                 value = await self._load_balance(plan.user_id or 0)
-                await self._redis.set(PREFIX + check.key, value, nx=True)
+                async with _bounded():
+                    await self._redis.set(PREFIX + check.key, value, nx=True)
             else:
                 check = plan.checks[code - 1]
                 raise Denied(check, int(result[1]) or None)
@@ -299,7 +313,8 @@ class RedisMeter:
         for delay in (0.0, 0.05, 0.2, 1.0, 3.0):
             await asyncio.sleep(delay)
             try:
-                await self._settle(keys=keys, args=args)
+                async with _bounded():
+                    await self._settle(keys=keys, args=args)
                 return
             except Exception as exc:  # Redis unreachable for a moment: retry, then keep it
                 last = exc
@@ -318,21 +333,24 @@ class RedisMeter:
             self._unsettled.pop(0)
 
     async def credit(self, user_id: int, amount: int) -> None:
-        await self._credit(keys=[PREFIX + balance_key(user_id)], args=[amount])
+        async with _bounded():
+            await self._credit(keys=[PREFIX + balance_key(user_id)], args=[amount])
 
     async def balance(self, user_id: int) -> int | None:
-        value = await self._redis.get(PREFIX + balance_key(user_id))
+        async with _bounded():
+            value = await self._redis.get(PREFIX + balance_key(user_id))
         return int(value) if value is not None else None
 
     async def bump(self, key: str, ttl_s: int) -> int:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with _bounded(), self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(PREFIX + key)
             pipe.expire(PREFIX + key, ttl_s, nx=True)
             count, _ = await pipe.execute()
         return int(count)
 
     async def spent(self, key: str) -> int:
-        return int(await self._redis.get(PREFIX + key) or 0)
+        async with _bounded():
+            return int(await self._redis.get(PREFIX + key) or 0)
 
     async def flush(self) -> None:
         """Wait for every queued settlement (on shutdown)."""
@@ -346,10 +364,11 @@ class RedisMeter:
                 await self._watch
         await self.flush()
         try:
-            await self._retry_unsettled()
-            if not await self._redis.hlen(self._holds):  # every hold is settled
-                await self._redis.delete(self._holds)
-            await self._redis.delete(self._alive)  # what is left, another worker gives back
+            async with _bounded():
+                await self._retry_unsettled()
+                if not await self._redis.hlen(self._holds):  # every hold is settled
+                    await self._redis.delete(self._holds)
+                await self._redis.delete(self._alive)  # what is left, another worker gives back
         except self._errors as exc:
             log.error(
                 "Redis unavailable at shutdown; %d settlements not applied: %s", len(self._unsettled), exc
