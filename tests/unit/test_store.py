@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from vectorengine.store.engine import migrate_async
@@ -9,6 +11,7 @@ from vectorengine.store.records import UsageFilter, UsageRecord
 from vectorengine.store.repository import Store
 from vectorengine.store.snapshot import SnapshotHolder
 from vectorengine.store.usage_log import Days
+from vectorengine.store.usage_writer import UsageWriter
 
 CHANNEL = {
     "name": "main",
@@ -120,6 +123,23 @@ async def test_usage_batch_retry_skips_duplicates(store: Store) -> None:
     assert await store.count_usage() == 3
     got = await store.get_usage("r3")
     assert got is not None and got.prompt_tokens == 3 and got.stream is False
+
+
+async def test_usage_writer_close_stops_it_whenever_it_is_woken(store: Store) -> None:
+    """close() ends the writer's loop even when the cancellation lands as a batch wakes it
+    (asyncio.wait_for on Python 3.11 drops such a cancellation, and close() then waited for
+    the loop forever: a SIGTERM that never finished). Nothing queued is lost either way."""
+    n = 0
+    for i in range(120):
+        writer = UsageWriter(store, batch_size=1, flush_interval_s=30.0)
+        writer.start()
+        await asyncio.sleep(0)  # the loop is waiting for its wake-up
+        writer.put(_rec(n := n + 1))  # a full batch: wakes it
+        for _ in range(i % 6):  # the close lands at a different step each time
+            await asyncio.sleep(0)
+        async with asyncio.timeout(5):
+            await writer.close()
+    assert await store.count_usage() == n
 
 
 async def test_billed_batch_books_charges_once(store: Store) -> None:

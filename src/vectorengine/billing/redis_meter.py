@@ -14,7 +14,6 @@ import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 
 from vectorengine.billing.meter import WINDOW_S, Denied, Plan, balance_key
 from vectorengine.errors import GatewayError, Kind
@@ -360,8 +359,7 @@ class RedisMeter:
     async def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._watch
+            await asyncio.wait((self._watch,))  # its end; a cancellation of close() itself propagates
         await self.flush()
         try:
             async with _bounded():

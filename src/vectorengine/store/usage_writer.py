@@ -62,8 +62,11 @@ class UsageWriter:
     async def _run(self) -> None:
         backoff = self._interval
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
+            # lands as the event fires, and close() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 if not await self._write_batch():
@@ -95,8 +98,7 @@ class UsageWriter:
         """Stop the background task and write everything still queued (retrying until the deadline)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait((self._task,))  # its end; a cancellation of close() itself propagates
             self._task = None
         deadline = time.monotonic() + timeout_s
         while self._queue:
