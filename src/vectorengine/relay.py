@@ -238,7 +238,10 @@ class Relay:
                             await send(data)
                             sent = int(observer.content_seen)
                         chunk = await read()
-                        timer.reschedule(now() + idle)
+                        t = now()
+                        if t - pushed > step:
+                            timer.reschedule(t + idle)
+                            pushed = t
                     while chunk is not None:
                         data = feed(chunk)
                         if data:

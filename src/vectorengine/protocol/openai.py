@@ -213,6 +213,7 @@ def error_envelope(obj: Any) -> bool:
 
 
 _MID_STREAM_END = b',"usage":null}\n\n'
+_MID_STREAM_CUT = -len(_MID_STREAM_END)
 _USAGE_NULL = (b',"usage":null', b', "usage": null', b',"usage": null')
 _CONTENT_MARKERS = (b'"content":"', b'"text":"', b'"tool_calls":[', b'"reasoning_content":"', b'"refusal":"')
 _EMPTY_MARKERS = (b'"content":""', b'"text":""', b'"reasoning_content":""', b'"refusal":""')
@@ -239,11 +240,12 @@ class StreamObserver:
     ``[DONE]``, an error, or (until it has been seen) the first content is split into events.
     """
 
-    __slots__ = ("_buf", "content_seen", "done", "error", "strip_usage", "usage")
+    __slots__ = ("_buf", "_steady", "content_seen", "done", "error", "strip_usage", "usage")
 
     def __init__(self, strip_usage: bool) -> None:
         self.strip_usage = strip_usage
         self._buf = b""
+        self._steady = False  # the first content has been seen and nothing is buffered
         self.usage: Usage | None = None
         self.done = False
         self.error: dict[str, Any] | None = None
@@ -252,17 +254,15 @@ class StreamObserver:
     def feed(self, chunk: bytes | memoryview) -> bytes:
         raw = bytes(chunk)
         if (
-            raw.endswith(_MID_STREAM_END)
-            and self.content_seen
-            and not self._buf
+            self._steady
+            and raw.endswith(_MID_STREAM_END)
             and raw.find(b"\n") == len(raw) - 2
-            and not raw.startswith(b'data: {"error"')
+            and raw[8] != 0x65  # not `data: {"e…`: an error event takes the long way
         ):  # by far the commonest read: one whole mid-stream chunk as OpenAI sends it when
             # usage was asked for ("usage":null its last member); one memchr, no other scan
-            return raw[: -len(_MID_STREAM_END)] + b"}\n\n" if self.strip_usage else raw
+            return raw[:_MID_STREAM_CUT] + b"}\n\n" if self.strip_usage else raw
         if (
-            self.content_seen
-            and not self._buf
+            self._steady
             and raw[-2:] == b"\n\n"
             and b"\r" not in raw
             and b"[DONE]" not in raw
@@ -274,6 +274,12 @@ class StreamObserver:
                     return stripped
             elif b'"usage":{' not in raw and b'"usage": {' not in raw:
                 return raw
+        out = self._split(raw)
+        self._steady = self.content_seen and not self._buf
+        return out
+
+    def _split(self, raw: bytes) -> bytes:
+        """The long way: complete the buffered event, then look at each whole event."""
         data = raw.replace(b"\r\n", b"\n") if b"\r" in raw else raw
         buf = self._buf + data if self._buf else data
         end = buf.rfind(b"\n\n")
@@ -302,6 +308,7 @@ class StreamObserver:
     def tail(self) -> bytes:
         """Whatever is left unterminated at the end of the stream (forwarded as is)."""
         rest, self._buf = self._buf, b""
+        self._steady = self.content_seen
         return rest if self.strip_usage else b""
 
     def _observe(self, event: bytes) -> bytes | None:
