@@ -105,6 +105,14 @@ def test_default_prices_ship_with_the_package() -> None:
 # -- meters: the same rules in memory and in Redis -------------------------------------------------
 
 
+async def _no_balance(user_id: int) -> int:
+    return 0
+
+
+async def _no_spend() -> dict[str, int]:
+    return {}
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def meter(request: pytest.FixtureRequest) -> AsyncIterator[Meter]:
     if request.param == "memory":
@@ -117,11 +125,8 @@ async def meter(request: pytest.FixtureRequest) -> AsyncIterator[Meter]:
     async def load_balance(user_id: int) -> int:
         return 1_000 if user_id == 1 else 0
 
-    async def load_spend() -> dict[str, int]:
-        return {}
-
     url = redis_url()
-    red = RedisMeter(url, load_balance, load_spend)
+    red = RedisMeter(url, load_balance, _no_spend)
     await red.seed()
     yield red
     await red.close()
@@ -200,12 +205,9 @@ async def test_a_dead_workers_holds_go_back_and_a_late_settlement_is_not_counted
     async def load_balance(user_id: int) -> int:
         return 10_000
 
-    async def load_spend() -> dict[str, int]:
-        return {}
-
     url = redis_url()
-    dead = RedisMeter(url, load_balance, load_spend, alive_ttl_s=0.3)
-    alive = RedisMeter(url, load_balance, load_spend, alive_ttl_s=0.3)
+    dead = RedisMeter(url, load_balance, _no_spend, alive_ttl_s=0.3)
+    alive = RedisMeter(url, load_balance, _no_spend, alive_ttl_s=0.3)
     await dead.seed()
     await dead.start()
     await alive.start()
@@ -266,16 +268,10 @@ async def test_redis_meter_fails_closed_when_redis_is_gone_or_silent(monkeypatch
     probe.close()
     await probe.wait_closed()
 
-    async def zero(*_: object) -> int:
-        return 0
-
-    async def nothing() -> dict[str, int]:
-        return {}
-
     plan = Plan(100, (BAL,), user_id=1)
     try:
         for port in (closed_port, silent_port):
-            meter = redis_meter.RedisMeter(f"redis://127.0.0.1:{port}/0", zero, nothing)
+            meter = redis_meter.RedisMeter(f"redis://127.0.0.1:{port}/0", _no_balance, _no_spend)
             t0 = asyncio.get_running_loop().time()
             with pytest.raises(GatewayError) as caught:
                 await meter.admit(plan, 100)
@@ -298,13 +294,7 @@ async def test_redis_meter_calls_never_swallow_a_cancellation() -> None:
     after its worker closed, and a gone client's admission carried on)."""
     from vectorengine.billing.redis_meter import RedisMeter
 
-    async def zero(*_: object) -> int:
-        return 0
-
-    async def nothing() -> dict[str, int]:
-        return {}
-
-    meter = RedisMeter(redis_url(), zero, nothing)
+    meter = RedisMeter(redis_url(), _no_balance, _no_spend)
     swallowed, cancelled = 0, 0
     try:
         for i in range(600):
