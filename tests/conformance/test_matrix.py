@@ -21,7 +21,7 @@ INGRESSES = ("openai", "anthropic", "gemini")
 UPSTREAMS: dict[str, dict[str, Any]] = {
     "openai": {"type": "openai", "path": "/v1", "model": "gpt-4o", "thinker": "o3-mini"},
     "azure": {"type": "azure", "path": "", "model": "prod-gpt4o", "thinker": "o3-mini"},
-    "anthropic": {"type": "anthropic", "path": "", "model": "claude-opus-4-5", "thinker": "claude-opus-4-5"},
+    "anthropic": {"type": "anthropic", "path": "", "model": "claude-opus-4-7", "thinker": "claude-opus-4-7"},
     "gemini": {"type": "gemini", "path": "", "model": "gemini-2.0-flash", "thinker": "gemini-2.5-flash"},
 }
 LONG = " ".join(f"fact{i} holds." for i in range(700))  # about 2,100 tokens: long enough to be cached

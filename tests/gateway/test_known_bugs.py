@@ -48,7 +48,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
             "base_url": sim.root_url,
             "keys": [unique_key()],
             "models": ["claude"],
-            "model_map": {"claude": "claude-opus-4-5"},
+            "model_map": {"claude": "claude-opus-4-7"},
         },
         {
             "name": "gemini3",

@@ -88,6 +88,7 @@ def test_speech_comes_back_as_audio(sdk: openai.OpenAI) -> None:
     assert raw.headers["content-type"].startswith("audio/wav") and raw.content[:4] == b"RIFF"
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations deprecated
 @pytest.mark.parametrize("fmt", ["json", "text", "srt", "verbose_json"])
 def test_transcription_formats(sdk: openai.OpenAI, gw: GatewayProcess, fmt: str) -> None:
     audio = ("clip.wav", b"RIFF" + bytes(200), "audio/wav")

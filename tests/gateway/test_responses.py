@@ -24,7 +24,7 @@ TOOLS: list[Any] = [
 UPSTREAMS = {
     "gpt": ("openai", "/v1", "gpt-4o"),
     "az": ("azure", "", "prod-gpt4o"),
-    "claude": ("anthropic", "", "claude-opus-4-5"),
+    "claude": ("anthropic", "", "claude-opus-4-7"),
     "gem": ("gemini", "", "gemini-2.0-flash"),
 }
 

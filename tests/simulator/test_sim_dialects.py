@@ -17,7 +17,7 @@ from google.genai import types as gt
 
 from tests.support.procs import SimHandle, unique_key
 
-CLAUDE = "claude-opus-4-5"
+CLAUDE = "claude-opus-4-7"
 TOOLS = [
     {
         "name": "get_weather",
