@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import msgspec
 
 WINDOW_S = 60  # rpm and tpm count the last 60 seconds, in one-second buckets
 
 CheckKind = Literal["balance", "cap", "rpm", "tpm", "concurrency"]
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(msgspec.Struct, frozen=True, gc=False):
     """One limit a request must pass; ``key`` names its state, ``limit`` its ceiling."""
 
     kind: CheckKind
@@ -31,8 +31,7 @@ class Check:
     expires_at: int = 0  # cap counters: unix seconds when the period ends (0: never)
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True, gc=False):
     """Everything one request is checked against; ``amount`` is the hold in micro-USD."""
 
     amount: int

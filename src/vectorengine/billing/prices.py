@@ -10,7 +10,6 @@ limit, and rounds up, so a request within its estimates never costs more than wa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from typing import Annotated
@@ -77,8 +76,7 @@ class PriceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 _NO_USAGE = Usage()
 
 
-@dataclass(frozen=True, slots=True)
-class Units:
+class Units(msgspec.Struct, frozen=True, gc=False):
     """What a request used, in the units prices are quoted in."""
 
     usage: Usage = _NO_USAGE

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+
+class Usage(msgspec.Struct, frozen=True, gc=False):
     prompt_tokens: int = 0  # includes cached (read) and cache-write tokens
     completion_tokens: int = 0  # includes reasoning tokens
     cached_tokens: int = 0  # prompt tokens read from the provider's prompt cache

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from vectorengine.routing.health import HealthBoard
 from vectorengine.routing.pacing import Pacer
 from vectorengine.store.records import Channel
@@ -82,8 +84,7 @@ class Avoid:
     rested: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Pick:
+class Pick(msgspec.Struct, frozen=True, gc=False):
     candidate: Candidate
     key_index: int
 

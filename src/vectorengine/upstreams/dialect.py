@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
+
 from vectorengine.protocol import openai as wire
 from vectorengine.protocol.usage import Usage
 from vectorengine.store.records import Channel
@@ -20,8 +22,7 @@ from vectorengine.upstreams.registry import UpstreamType
 Headers = list[tuple[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
+class UpstreamRequest(msgspec.Struct, frozen=True, gc=False):
     url: str
     headers: Headers
     body: bytes
