@@ -11,7 +11,6 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, ClassVar
 
 import anthropic
@@ -19,10 +18,11 @@ import openai
 import pytest
 
 from tests.support.gateway import GatewayProcess, start_gateway
+from tests.support.openapi import specs_dir
 
 KEY = "sk-anthropic-route-0123456789abcdef"
 UPSTREAM_KEY = "sk-ant-test-key"
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "specs" / "fixtures" / "anthropic"
+FIXTURES = specs_dir() / "fixtures" / "anthropic"
 
 
 def _fixture_events(name: str) -> list[dict[str, Any]]:

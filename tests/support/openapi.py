@@ -36,12 +36,16 @@ class SchemaMismatch(AssertionError):
     """An instance does not match a schema of the spec."""
 
 
+def specs_dir() -> Path:
+    """The official specs and recorded fixtures: ``$VE_SPECS_DIR``, else ``<repo root>/../shared/specs``."""
+    configured = os.environ.get(SPECS_ENV)
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "specs"
+
+
 def spec_path() -> Path:
-    specs_dir = os.environ.get(SPECS_ENV)
-    if specs_dir:
-        return Path(specs_dir) / SPEC_FILE
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root.parent / "shared" / "specs" / SPEC_FILE
+    return specs_dir() / SPEC_FILE
 
 
 def _nullable_to_any_of(node: Any) -> Any:

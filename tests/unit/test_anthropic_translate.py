@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from tests.support.openapi import specs_dir
 from vectorengine.protocol import anthropic as a
 from vectorengine.protocol.usage import Usage
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "specs" / "fixtures" / "anthropic"
+FIXTURES = specs_dir() / "fixtures" / "anthropic"
 
 
 def _chunks(sse: bytes) -> list[ChatCompletionChunk]:
