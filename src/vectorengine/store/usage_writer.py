@@ -62,18 +62,24 @@ class UsageWriter:
     async def _run(self) -> None:
         backoff = self._interval
         while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that
-            # lands as the event fires, and close() would then wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
+            # A batch is written when it is full, else once the interval has passed; never
+            # straight after a write that left less than a batch. Writing whatever arrived
+            # during the previous write makes, under steady load, batches of a few records,
+            # each a transaction of its own (measured: 2.4 records per batch).
+            if len(self._queue) < self._batch_size:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+                # that lands as the event fires, and close() would then wait for this loop forever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval):
+                        await self._wake.wait()
             self._wake.clear()
-            while self._queue:
-                if not await self._write_batch():
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    break
+            if not self._queue:
+                continue
+            if await self._write_batch():
                 backoff = self._interval
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _write_batch(self) -> bool:
         n = min(len(self._queue), self._batch_size)
