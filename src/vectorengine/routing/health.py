@@ -72,7 +72,7 @@ class HealthBoard:
         self._keys: dict[KeyId, KeyHealth] = {}
         self.out: set[KeyId] = set()  # keys not in service
         self._ttfb: dict[int, deque[float]] = {}  # channel id → recent times to first byte
-        self._p95: dict[int, float] = {}
+        self._p95: dict[int, tuple[float, int]] = {}  # channel id → (p95, samples seen then)
         self._channel_latency: dict[int, float] = {}
         self._ttfb_seen: dict[int, int] = {}
         self._seen_keys: dict[int, tuple[str, ...]] = {}
@@ -153,7 +153,19 @@ class HealthBoard:
         return self._channel_latency.get(channel_id)
 
     def ttfb_p95(self, channel_id: int) -> float | None:
-        return self._p95.get(channel_id)
+        """The 95th percentile of the channel's recent times to first byte (None under 20
+        samples). Computed when asked, at most once per ten new samples: only hedging with
+        ``p95`` and the health API read it, so the hot path does not sort."""
+        seen = self._ttfb_seen.get(channel_id, 0)
+        if seen < 20:
+            return None
+        hit = self._p95.get(channel_id)
+        if hit is not None and seen - hit[1] < 10:
+            return hit[0]
+        ordered = sorted(self._ttfb[channel_id])
+        p95 = ordered[int(0.95 * (len(ordered) - 1))]
+        self._p95[channel_id] = (p95, seen)
+        return p95
 
     def sync(self, keys_by_channel: dict[int, tuple[str, ...]]) -> None:
         """Forget the state of channels that are gone or whose key list changed (state is
@@ -250,7 +262,4 @@ class HealthBoard:
         ring.append(ttfb_ms)
         prev = self._channel_latency.get(channel_id)
         self._channel_latency[channel_id] = ttfb_ms if prev is None else prev + self._alpha * (ttfb_ms - prev)
-        n = self._ttfb_seen[channel_id] = self._ttfb_seen.get(channel_id, 0) + 1
-        if n >= 20 and n % 10 == 0:  # recomputed every tenth sample
-            ordered = sorted(ring)
-            self._p95[channel_id] = ordered[int(0.95 * (len(ordered) - 1))]
+        self._ttfb_seen[channel_id] = self._ttfb_seen.get(channel_id, 0) + 1
