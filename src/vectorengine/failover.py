@@ -130,8 +130,12 @@ class Failover:
                 waited += choice
                 avoid.rested = True
                 continue
+            hedge = self.routing.hedge.get(call.model) or choice.candidate.channel.hedge
             try:
-                opened = await self._maybe_hedged(choice, call, table, avoid, attempts, t0, deadline)
+                if hedge is None or len(attempts) + 2 > cfg.max_attempts:
+                    opened = await self._attempt(choice, call, avoid, attempts, t0, deadline)
+                else:
+                    opened = await self._hedged(hedge, choice, call, table, avoid, attempts, t0, deadline)
             except AttemptFailed as failed:
                 last[:] = (failed.error,)
                 rule = POLICY[failed.cls]
@@ -374,8 +378,9 @@ class Failover:
 
     # -- hedging ------------------------------------------------------------------------------------
 
-    async def _maybe_hedged(
+    async def _hedged(
         self,
+        policy: Hedge,
         pick: Pick,
         call: wire.Call,
         table: RouteTable,
@@ -384,9 +389,7 @@ class Failover:
         t0: float,
         deadline: float,
     ) -> Opened:
-        policy = self.routing.hedge.get(call.model) or pick.candidate.channel.hedge
-        if policy is None or len(attempts) + 2 > self.routing.max_attempts:
-            return await self._attempt(pick, call, avoid, attempts, t0, deadline)
+        """The attempt on ``pick``, and a second one elsewhere if its first byte is late."""
         delay = self._hedge_delay_s(policy, pick.candidate.channel)
         first = asyncio.ensure_future(self._attempt(pick, call, avoid, attempts, t0, deadline))
         tasks = [first]

@@ -183,7 +183,7 @@ class Relay:
                         self._accountant.settle(hold, rec, opened.usage, True, opened.delivered, opened.body)
                 except Exception:  # the record must still be queued, whatever went wrong here
                     log.exception("settling %s failed; its hold is not released", req.request_id)
-            if opened is not None:
+            if opened is not None and opened.exchange is not None:  # a stream's connection
                 await opened.close()
             if not rec.attempts or (len(rec.attempts) == 1 and rec.attempts[0].outcome == "won"):
                 # Answered by its first attempt: the record itself describes that attempt

@@ -101,7 +101,7 @@ def _cycles_from_failover() -> list[str]:
     for obj in gc.garbage:
         if isinstance(obj, (AttemptFailed, GatewayError)):
             found.append(type(obj).__name__)
-        elif isinstance(obj, types.FrameType) and obj.f_code.co_name in ("open", "_attempt", "_maybe_hedged"):
+        elif isinstance(obj, types.FrameType) and obj.f_code.co_name in ("open", "_attempt", "_hedged"):
             found.append(f"frame {obj.f_code.co_name}")
     return found
 
