@@ -156,6 +156,24 @@ async def test_nothing_changes_when_one_check_fails(meter: Meter) -> None:
     assert await meter.balance(1) == 0
 
 
+async def test_a_refusal_by_the_last_check_takes_back_the_checks_before_it(meter: Meter) -> None:
+    conc = Check("concurrency", "conc:t:5", 1, "the concurrent request limit of token 't'")
+    rpm = Check("rpm", "rpm:t:5", 1, "the requests-per-minute limit of token 't'")
+    cap = Check("cap", "spend:t:5:total", 5_000, "the quota of token 't'")
+    with pytest.raises(Denied) as denied:
+        await meter.admit(Plan(1_001, (conc, rpm, cap, BAL), user_id=1), 100)  # balance 1,000
+    assert denied.value.check is BAL
+    assert await meter.balance(1) == 1_000
+    assert await meter.spent(cap.key) == 0
+    # The one concurrency slot and the one request of the minute are still free.
+    await meter.admit(Plan(1_000, (conc, rpm, cap, BAL), user_id=1), 100)
+    assert await meter.balance(1) == 0
+    assert await meter.spent(cap.key) == 1_000
+    with pytest.raises(Denied) as denied:
+        await meter.admit(Plan(0, (conc, rpm), user_id=1), 100)
+    assert denied.value.check is conc
+
+
 async def test_requests_per_minute_slide(meter: Meter) -> None:
     rpm = Check("rpm", "rpm:t:9", 3, "the requests-per-minute limit of token 't'")
     plan = Plan(0, (rpm,))

@@ -141,37 +141,55 @@ class MemoryMeter:
         self.spend.update(spend)
 
     async def admit(self, plan: Plan, now_s: int) -> int:
-        amount = plan.amount
-        for check in plan.checks:
-            kind = check.kind
-            if kind == "balance":
-                if self.balances.get(plan.user_id or 0, 0) < amount:
-                    raise Denied(check)
-            elif kind == "cap":
-                if self.spend.get(check.key, 0) + amount > check.limit:
-                    raise Denied(check)
-            elif kind == "concurrency":
-                if self.inflight.get(check.key, 0) >= check.limit:
-                    raise Denied(check, 1)
-            else:  # rpm: room for one more request; tpm: not yet over the token budget
-                window = self.windows.get(check.key)
-                if window is None:
-                    continue
-                room = check.limit - 1  # rpm: room for this one; tpm: still under budget
-                if window.count(now_s) > room:
-                    raise Denied(check, window.retry_after(now_s, room))
-        for check in plan.checks:
-            kind = check.kind
-            if kind == "balance":
-                uid = plan.user_id or 0
-                self.balances[uid] = self.balances.get(uid, 0) - amount
-            elif kind == "cap":
-                self.spend[check.key] = self.spend.get(check.key, 0) + amount
-            elif kind == "concurrency":
-                self.inflight[check.key] = self.inflight.get(check.key, 0) + 1
-            elif kind == "rpm":
-                self._window(check.key).add(now_s, 1)
+        # One pass: each check is applied as soon as it passes, and a refusal undoes what this
+        # call applied before it. Nothing here suspends, so nobody sees the partial state.
+        amount, uid = plan.amount, plan.user_id or 0
+        balances, spend, inflight = self.balances, self.spend, self.inflight
+        applied = 0
+        try:
+            for check in plan.checks:
+                kind = check.kind
+                if kind == "cap":
+                    spent = spend.get(check.key, 0) + amount
+                    if spent > check.limit:
+                        raise Denied(check)
+                    spend[check.key] = spent
+                elif kind == "balance":
+                    left = balances.get(uid, 0)
+                    if left < amount:
+                        raise Denied(check)
+                    balances[uid] = left - amount
+                elif kind == "concurrency":
+                    n = inflight.get(check.key, 0)
+                    if n >= check.limit:
+                        raise Denied(check, 1)
+                    inflight[check.key] = n + 1
+                else:  # rpm: room for this one request; tpm: not yet over the token budget
+                    window = self.windows.get(check.key)
+                    room = check.limit - 1
+                    if window is not None and window.count(now_s) > room:
+                        raise Denied(check, window.retry_after(now_s, room))
+                    if kind == "rpm":
+                        (window or self._window(check.key)).add(now_s, 1)
+                applied += 1
+        except Denied:
+            self._undo(plan, applied, now_s)
+            raise
         return 0  # holds die with the process, so they need no name
+
+    def _undo(self, plan: Plan, applied: int, now_s: int) -> None:
+        """Take back the first ``applied`` checks of a plan that was then refused."""
+        amount, uid = plan.amount, plan.user_id or 0
+        for check in plan.checks[:applied]:
+            kind = check.kind
+            if kind == "cap":
+                self.spend[check.key] -= amount
+            elif kind == "balance":
+                self.balances[uid] += amount
+            elif kind == "concurrency":
+                self.inflight[check.key] -= 1
+            elif kind == "rpm":
+                self.windows[check.key].add(now_s, -1)
 
     def _window(self, key: str) -> Window:
         window = self.windows.get(key)
@@ -181,15 +199,16 @@ class MemoryMeter:
 
     def settle(self, plan: Plan, ticket: int, charged: int, tokens: int, now_s: int) -> None:
         back = plan.amount - charged
+        spend, inflight = self.spend, self.inflight
         for check in plan.checks:
             kind = check.kind
-            if kind == "balance":
+            if kind == "cap":
+                spend[check.key] = spend.get(check.key, 0) - back
+            elif kind == "balance":
                 uid = plan.user_id or 0
                 self.balances[uid] = self.balances.get(uid, 0) + back
-            elif kind == "cap":
-                self.spend[check.key] = self.spend.get(check.key, 0) - back
             elif kind == "concurrency":
-                self.inflight[check.key] = max(0, self.inflight.get(check.key, 0) - 1)
+                inflight[check.key] = max(0, inflight.get(check.key, 0) - 1)
             elif kind == "tpm" and tokens:
                 self._window(check.key).add(now_s, tokens)
 
