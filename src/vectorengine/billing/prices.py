@@ -100,8 +100,14 @@ def _scaled(price: Price, units: Units) -> int:
         tokens += written * (price.input if price.cache_write is None else price.cache_write)
     if reasoning:
         tokens += reasoning * (price.output if price.reasoning is None else price.reasoning)
+    return tokens + _scaled_fixed(price, units)
+
+
+def _scaled_fixed(price: Price, units: Units) -> int:
+    """The cost of the calls, images and media time alone (``units.usage`` is not read),
+    before the multiplier, in millionths of a micro-USD."""
     fixed = price.per_call * units.calls + price.per_image * units.images
-    return tokens + fixed * MICRO + price.per_second * units.media_ms * (MICRO // 1000)
+    return fixed * MICRO + price.per_second * units.media_ms * (MICRO // 1000)
 
 
 def cost(price: Price, units: Units, multiplier_ppm: int) -> int:
@@ -112,10 +118,10 @@ def cost(price: Price, units: Units, multiplier_ppm: int) -> int:
 def bound(price: Price, prompt_tokens: int, max_output: int, multiplier_ppm: int, fixed: Units) -> int:
     """The most a request can cost if it stays within its prompt estimate and output limit:
     every prompt token at the dearest prompt rate, every output token at the dearest output
-    rate, plus the fixed units; rounded up."""
+    rate, plus the fixed units (their usage is not read); rounded up."""
     dear_in = max(price.input, price.cache_write or 0, price.cached_input or 0)
     dear_out = max(price.output, price.reasoning or 0)
-    media = _scaled(price, Units(images=fixed.images, media_ms=fixed.media_ms, calls=fixed.calls))
+    media = _scaled_fixed(price, fixed)
     scaled = (prompt_tokens * dear_in + max_output * dear_out + media) * multiplier_ppm
     return -(-scaled // _SCALE)
 
