@@ -48,12 +48,15 @@ class AlertLog:
         async with self.engine.connect() as conn:
             return {str(d) for d in (await conn.scalars(q))}
 
-    async def undelivered(self) -> list[dict[str, Any]]:
+    async def undelivered(self, before_ms: int) -> list[dict[str, Any]]:
+        """Alerts not delivered yet, raised in the last day and before ``before_ms``."""
         a = schema.alerts
         since = (time.time() - 86400) * 1000
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(a).where(a.c.delivered.is_(False), a.c.created_at >= since).order_by(a.c.id)
+                sa.select(a)
+                .where(a.c.delivered.is_(False), a.c.created_at >= since, a.c.created_at < before_ms)
+                .order_by(a.c.id)
             )
             return [{str(k): v for k, v in r._mapping.items()} for r in rows]
 
