@@ -170,7 +170,7 @@ class MemoryMeter:
                     if window is not None and window.count(now_s) > room:
                         raise Denied(check, window.retry_after(now_s, room))
                     if kind == "rpm":
-                        (window or self._window(check.key)).add(now_s, 1)
+                        self._window(check.key).add(now_s, 1)
                 applied += 1
         except Denied:
             self._undo(plan, applied, now_s)
