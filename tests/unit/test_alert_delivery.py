@@ -7,12 +7,10 @@ import time
 from typing import Any
 
 import orjson
-import pytest
 
 from vectorengine.alerts import AlertWatch
 from vectorengine.billing.meter import MemoryMeter
 from vectorengine.settings import AlertsConfig, Webhook
-from vectorengine.store.engine import migrate_async
 from vectorengine.store.repository import Store
 from vectorengine.store.snapshot import SnapshotHolder
 
@@ -35,14 +33,6 @@ class _Receiver:
         self.sent.append(orjson.loads(body))
         await self.gate.wait()
         return _Answer()
-
-
-@pytest.fixture
-async def store(db_url: str):
-    await migrate_async(db_url)
-    s = Store.from_url(db_url)
-    yield s
-    await s.close()
 
 
 async def _watch(store: Store, receiver: _Receiver) -> AlertWatch:

@@ -26,14 +26,6 @@ CHANNEL = {
 }
 
 
-@pytest.fixture
-async def store(db_url: str):
-    await migrate_async(db_url)
-    s = Store.from_url(db_url)
-    yield s
-    await s.close()
-
-
 async def test_migrations_are_idempotent(db_url: str) -> None:
     await migrate_async(db_url)
     await migrate_async(db_url)
