@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from tests.unit.fakes import make_channel
 from vectorengine.billing.money import MoneyError, floor_micro, to_micro
 from vectorengine.settings import ConfigError, parse_settings
-from vectorengine.store.engine import migrate_async
 from vectorengine.store.records import Channel
 from vectorengine.store.repository import Store
 from vectorengine.store.snapshot import SnapshotHolder
@@ -238,30 +237,25 @@ def test_bad_thresholds_and_intervals_name_their_path(raw: dict[str, object], sa
 # -- storage ----------------------------------------------------------------------------------------
 
 
-async def test_the_threshold_is_stored_with_the_channel_and_reaches_the_snapshot(db_url: str) -> None:
-    await migrate_async(db_url)
-    store = Store.from_url(db_url)
-    try:
-        fields = {
-            "name": "ds",
-            "type": "deepseek",
-            "base_url": "https://api.deepseek.com/v1",
-            "keys": ["k"],
-            "models": ["deepseek-chat"],
-            "model_map": {},
-            "priority": 0,
-            "weight": 1,
-            "enabled": True,
-            "balance_alert_below_micro": 5_000_000,
-        }
-        made = await store.create_channel(fields)
-        assert made.balance_alert_below_micro == 5_000_000
-        changed = await store.update_channel(made.id, {"balance_alert_below_micro": 2**62})
-        assert changed is not None and changed.balance_alert_below_micro == 2**62  # a 64-bit column
-        same = await store.upsert_channel({**fields, "balance_alert_below_micro": None})
-        assert same.id == made.id and same.balance_alert_below_micro is None
-        await store.update_channel(made.id, {"balance_alert_below_micro": 1})
-        snap = await SnapshotHolder(store).load()
-        assert snap.channels[made.id].balance_alert_below_micro == 1
-    finally:
-        await store.close()
+async def test_the_threshold_is_stored_with_the_channel_and_reaches_the_snapshot(store: Store) -> None:
+    fields = {
+        "name": "ds",
+        "type": "deepseek",
+        "base_url": "https://api.deepseek.com/v1",
+        "keys": ["k"],
+        "models": ["deepseek-chat"],
+        "model_map": {},
+        "priority": 0,
+        "weight": 1,
+        "enabled": True,
+        "balance_alert_below_micro": 5_000_000,
+    }
+    made = await store.create_channel(fields)
+    assert made.balance_alert_below_micro == 5_000_000
+    changed = await store.update_channel(made.id, {"balance_alert_below_micro": 2**62})
+    assert changed is not None and changed.balance_alert_below_micro == 2**62  # a 64-bit column
+    same = await store.upsert_channel({**fields, "balance_alert_below_micro": None})
+    assert same.id == made.id and same.balance_alert_below_micro is None
+    await store.update_channel(made.id, {"balance_alert_below_micro": 1})
+    snap = await SnapshotHolder(store).load()
+    assert snap.channels[made.id].balance_alert_below_micro == 1
