@@ -131,17 +131,22 @@ class AlertWatch:
         self._low: set[int] = set()  # users whose balance is below the threshold (alerted)
         self._rates: dict[int, _Rate] = {}
         self._deliveries: set[asyncio.Task[None]] = set()
-        self._started_ms = int(clock() * 1000)  # older undelivered alerts are sent again (run)
+        self._started_ms = int(clock() * 1000)  # older undelivered alerts are sent again (resume)
 
     def put(self, rec: UsageRecord) -> None:
         self._queue.append(rec)
 
-    async def run(self) -> None:
+    async def resume(self) -> None:
+        """Take over from a stopped process: the alerts already raised (not raised again) and
+        those it left undelivered (sent again). Only those from before this watch started: one
+        raised since (by the balance poller, which starts beside it) is on its way already,
+        and would otherwise be sent twice."""
         self._fired |= await self._store.alerts.dedupe_keys()
-        # Only those raised before this watch started: one raised since (by the balance poller,
-        # which starts beside it) is on its way already, and would otherwise be sent twice.
         for row in await self._store.alerts.undelivered(self._started_ms):
             self._deliver(msgspec.convert(row, Alert))
+
+    async def run(self) -> None:
+        await self.resume()
         loop = asyncio.get_running_loop()
         upstream_due = 0.0
         while True:

@@ -41,21 +41,13 @@ async def _watch(store: Store, receiver: _Receiver) -> AlertWatch:
     return AlertWatch(AlertsConfig(webhooks=[HOOK]), store, snapshots, MemoryMeter(), receiver, "UTC")  # type: ignore[arg-type]
 
 
-async def _started(watch: AlertWatch) -> None:
-    """Run the watch's start (dedupe keys, undelivered alerts), then stop it."""
-    task = asyncio.create_task(watch.run())
-    await asyncio.sleep(0.5)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
 async def test_an_alert_raised_while_the_watch_starts_is_sent_once(store: Store) -> None:
     receiver = _Receiver()
     watch = await _watch(store, receiver)
     # The balance poller starts beside the watch and may raise before the watch has read the
     # alerts left undelivered; this one's delivery is still waiting for the webhook.
     await watch.raise_alert("upstream_balance_low", "channel:1#0", "low", {"dedupe": "b:1:0"})
-    await _started(watch)
+    await watch.resume()  # what run() does first
     receiver.gate.set()
     await watch.drain()
     assert [a["subject"] for a in receiver.sent] == ["channel:1#0"]
@@ -71,7 +63,7 @@ async def test_an_alert_a_stopped_process_left_undelivered_is_sent_at_start(stor
     receiver = _Receiver()
     receiver.gate.set()
     watch = await _watch(store, receiver)
-    await _started(watch)
+    await watch.resume()  # what run() does first
     await watch.drain()
     assert [(a["id"], a["subject"]) for a in receiver.sent] == [(alert_id, "token:7")]
     rows = await store.alerts.recent(0)
