@@ -16,8 +16,28 @@ import orjson
 from vectorengine.protocol import multipart
 from vectorengine.protocol.usage import Usage, to_openai
 
+# Facts about the endpoints, by path under /v1 (see Endpoint).
+_STREAMING = frozenset({"/chat/completions", "/completions"})
+_MULTIPART = frozenset({"/images/edits", "/audio/transcriptions", "/audio/translations"})
+_NOT_ALWAYS_JSON = frozenset({"/audio/speech", "/audio/transcriptions", "/audio/translations"})
+_TEXT = frozenset({"/chat/completions", "/completions", "/embeddings"})
+
 
 class Endpoint(enum.Enum):
+    """An OpenAI endpoint; its value is its path under ``/v1``.
+
+    A member's facts are plain attributes, set once: the hot path reads them several times a
+    request, and on CPython 3.11 an Enum property read costs 0.5-0.7 µs and an Enum's hash
+    (its dict lookups) 0.2 µs, against a few tens of ns for these.
+    """
+
+    suffix: str  # the value: the path under /v1
+    path: str  # the whole path, /v1/...
+    streams: bool  # may answer with server-sent events
+    multipart: bool  # takes a multipart form, not JSON
+    json_answer: bool  # every successful answer is JSON (speech is audio; transcripts may be text)
+    media: bool  # neither text generation nor embeddings
+
     CHAT = "/chat/completions"
     COMPLETIONS = "/completions"
     EMBEDDINGS = "/embeddings"
@@ -29,22 +49,15 @@ class Endpoint(enum.Enum):
     MODERATIONS = "/moderations"
     RERANK = "/rerank"  # Cohere / Jina shape, served by OpenAI-compatible hosts
 
-    @property
-    def path(self) -> str:
-        return "/v1" + self.value
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.path = "/v1" + suffix
+        self.streams = suffix in _STREAMING
+        self.multipart = suffix in _MULTIPART
+        self.json_answer = suffix not in _NOT_ALWAYS_JSON
+        self.media = suffix not in _TEXT
 
-    @property
-    def streams(self) -> bool:
-        return self in (Endpoint.CHAT, Endpoint.COMPLETIONS)
-
-    @property
-    def multipart(self) -> bool:
-        return self in (Endpoint.IMAGE_EDITS, Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
-
-    @property
-    def json_answer(self) -> bool:
-        """Whether every successful answer is JSON (speech is audio; transcripts may be text)."""
-        return self not in (Endpoint.SPEECH, Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
+    __hash__ = object.__hash__  # members are singletons, equal only to themselves
 
 
 _REQUIRED: dict[Endpoint, tuple[str, type | tuple[type, ...]]] = {
@@ -118,8 +131,7 @@ def decode(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> C
         raise DecodeError("Missing required parameter: 'query'.", "query")
     if endpoint is Endpoint.CHAT and not body[field]:
         raise DecodeError("'messages' must contain at least one message.", "messages")
-    media = endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.EMBEDDINGS)
-    if media and (body.get("stream") is True or body.get("stream_format") == "sse"):
+    if endpoint.media and (body.get("stream") is True or body.get("stream_format") == "sse"):
         raise DecodeError(f"Streaming {endpoint.path} is not supported by this gateway yet.", "stream")
     stream = body.get("stream") is True and endpoint.streams
     opts = body.get("stream_options")

@@ -44,10 +44,10 @@ class OpenAIDialect:
         call.translatable()
         if utype.urls == "azure":
             version = channel.api_version or utype.api_version
-            url = f"{base}/openai/deployments/{quote(upstream_model, safe='')}{call.endpoint.value}"
+            url = f"{base}/openai/deployments/{quote(upstream_model, safe='')}{call.endpoint.suffix}"
             url += f"?api-version={version}"
         else:
-            url = base + call.endpoint.value
+            url = base + call.endpoint.suffix
         if call.content_type is not None:  # a multipart form goes on with its own boundary
             headers = [("content-type", call.content_type), *headers[1:]]
         return UpstreamRequest(url, headers, wire.encode_upstream(call, upstream_model))
