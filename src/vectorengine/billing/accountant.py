@@ -39,6 +39,11 @@ DEFAULT_MAX_OUTPUT = 4096  # tokens, for a model with no max_output in its price
 SMALL_BODY = 8192  # bytes: up to this, the hold counts half the body's bytes as prompt tokens
 MEDIA_BOUND_MS = 30 * 60 * 1000  # an audio upload is held as 30 minutes until its length is known
 _NO_LIMITS = Limits()
+# Endpoint sets, tested by membership (an Enum member looked up on its class costs 0.15 µs).
+_TEXT_GENERATION = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})  # bounded by max_tokens
+_IMAGE_MAKING = frozenset({Endpoint.IMAGES, Endpoint.IMAGE_EDITS})  # priced per image
+_AUDIO_IN = frozenset({Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS})  # priced per second uploaded
+_PROMPT_FIELD = {Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input", Endpoint.MODERATIONS: "input"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +300,7 @@ def _prompt_estimate(call: Call) -> int:
         return tokencount.count_chat(body)
     if endpoint is Endpoint.SPEECH:
         return len(str(body.get("input") or ""))  # speech is priced per character of input
-    field = {Endpoint.COMPLETIONS: "prompt", Endpoint.EMBEDDINGS: "input", Endpoint.MODERATIONS: "input"}
-    name = field.get(endpoint)
+    name = _PROMPT_FIELD.get(endpoint)
     if name is None:
         if endpoint is Endpoint.RERANK:
             return sum(_text_tokens(d) for d in body.get("documents") or ()) + _text_tokens(body.get("query"))
@@ -315,7 +319,7 @@ def _text_tokens(value: Any) -> int:
 
 
 def _max_output(call: Call, price: Price, default: int) -> int:
-    if call.endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+    if call.endpoint not in _TEXT_GENERATION:
         return 0
     body = call.body
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
@@ -331,7 +335,7 @@ def _choices(body: dict[str, Any]) -> int:
 
 
 def _images(call: Call) -> int:
-    if call.endpoint not in (Endpoint.IMAGES, Endpoint.IMAGE_EDITS):
+    if call.endpoint not in _IMAGE_MAKING:
         return 0
     try:
         n = int(call.body.get("n") or 1)
@@ -342,7 +346,7 @@ def _images(call: Call) -> int:
 
 def _fixed(call: Call) -> tuple[int, bool]:
     """Images a request asks for, and whether it uploads audio (priced by its length)."""
-    return _images(call), call.endpoint in (Endpoint.TRANSCRIPTIONS, Endpoint.TRANSLATIONS)
+    return _images(call), call.endpoint in _AUDIO_IN
 
 
 def _media_ms(hold: Hold, answer: bytes | memoryview | None) -> int:

@@ -129,7 +129,7 @@ def decode(endpoint: Endpoint, raw: bytes, content_type: str | None = None) -> C
         raise DecodeError(f"Invalid type for '{field}'.", field)
     if endpoint is Endpoint.RERANK and not isinstance(body.get("query"), str):
         raise DecodeError("Missing required parameter: 'query'.", "query")
-    if endpoint is Endpoint.CHAT and not body[field]:
+    if not body[field] and endpoint is Endpoint.CHAT:
         raise DecodeError("'messages' must contain at least one message.", "messages")
     if endpoint.media and (body.get("stream") is True or body.get("stream_format") == "sse"):
         raise DecodeError(f"Streaming {endpoint.path} is not supported by this gateway yet.", "stream")
