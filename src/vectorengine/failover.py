@@ -17,8 +17,9 @@ import asyncio
 import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from vectorengine.errors import GatewayError, Kind
 from vectorengine.protocol import openai as wire
@@ -48,8 +49,7 @@ _CHANNEL_FAULT_STATUSES = frozenset({401, 402, 403})
 _FORWARDED_ERROR_HEADERS = ("retry-after", "retry-after-ms")
 
 
-@dataclass(slots=True)
-class Opened:
+class Opened(msgspec.Struct):
     """The attempt that won: its response, ready to be delivered."""
 
     pick: Pick

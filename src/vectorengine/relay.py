@@ -16,8 +16,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from vectorengine import auth
 from vectorengine.billing.accountant import Accountant, Hold
@@ -67,8 +68,7 @@ class UsageSink(Protocol):
     def backlogged(self) -> bool: ...
 
 
-@dataclass(slots=True)
-class Inbound:
+class Inbound(msgspec.Struct):
     """An inbound relay request as the HTTP layer hands it over."""
 
     endpoint: wire.Endpoint

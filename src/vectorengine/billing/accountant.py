@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 
 from vectorengine import tokencount
@@ -55,8 +56,7 @@ class Billing:
     default_max_output: int = DEFAULT_MAX_OUTPUT
 
 
-@dataclass(slots=True)
-class Hold:
+class Hold(msgspec.Struct):
     plan: Plan | None  # None: no limit applies, nothing held
     price: Price | None
     multiplier_ppm: int

@@ -8,9 +8,9 @@ be asked for streamed usage the client did not request).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from vectorengine.protocol import multipart
@@ -85,8 +85,7 @@ class DecodeError(ValueError):
         self.bad_json = bad_json
 
 
-@dataclass(slots=True)
-class Call:
+class Call(msgspec.Struct):
     """What the gateway needs to know of an inbound request; the body itself passes on."""
 
     endpoint: Endpoint

@@ -14,7 +14,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
@@ -73,12 +73,11 @@ def build_routes(channels: Iterable[Channel], groups: frozenset[str] | None = No
     return tables
 
 
-@dataclass(slots=True)
-class Avoid:
+class Avoid(msgspec.Struct):
     """What one request has excluded so far, and whether it has waited for capacity."""
 
-    keys: set[KeyId] = field(default_factory=set)
-    channels: set[int] = field(default_factory=set)
+    keys: set[KeyId] = msgspec.field(default_factory=set)
+    channels: set[int] = msgspec.field(default_factory=set)
     # After waiting for capacity, a cooling key whose rest is over may be used directly
     # (the request acts as its probe).
     rested: bool = False
