@@ -82,6 +82,11 @@ def _usage_obj(completion_tokens: int) -> dict[str, Any]:
     }
 
 
+def chat_completion_body(model: str) -> bytes:
+    """The non-streaming answer, as this upstream sends it for ``model``."""
+    return _Model(model, DEFAULT_CHUNKS, False).json_body
+
+
 class _Model:
     """Pre-encoded response pieces for one model name (cached: the bench uses a handful)."""
 

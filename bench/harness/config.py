@@ -119,7 +119,7 @@ RESILIENCE_CHANNELS = (
 )
 
 
-def write_config(path: Path, extra: str = "") -> None:
+def write_config(path: Path, extra: str = "", db: Path = DB) -> None:
     """The gateway config: one channel per upstream, one token for all their models."""
     channels = "".join(
         f"  - name: {u.name}\n"
@@ -140,7 +140,7 @@ def write_config(path: Path, extra: str = "") -> None:
     models = ", ".join([*(u.model for u in UPSTREAMS), RESILIENT_MODEL, HEALTHY3_MODEL])
     path.write_text(
         f"listen: {HOST}:{GATEWAY_PORT}\n"
-        f"database: sqlite:///{DB}\n"
+        f"database: sqlite:///{db}\n"
         f"admin_key: {ADMIN_KEY}\n"
         f"channels:\n{channels}"
         f"users:\n"
