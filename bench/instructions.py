@@ -141,7 +141,10 @@ async def _serve(config: Path, token: str, requests: int) -> None:
 def _child(token: str, requests: int) -> None:
     with tempfile.TemporaryDirectory(prefix="ve-instr-") as tmp:
         config = Path(tmp) / "bench.yaml"
-        write_config(config, db=Path(tmp) / "bench.db")
+        # Batches of 500 records, as under load (a full batch is written at once), whatever
+        # the time: with the default 0.25 s interval, how many partial batches a run writes
+        # would depend on how fast valgrind runs it.
+        write_config(config, "usage: {flush_interval_ms: 60000}\n", db=Path(tmp) / "bench.db")
         asyncio.run(_serve(config, token, requests))
 
 

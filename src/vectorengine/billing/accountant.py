@@ -117,9 +117,10 @@ class Accountant:
     ) -> Hold:
         if user is not None and not user.enabled:
             raise GatewayError(Kind.ACCOUNT_DISABLED, f"The account `{user.name}` is disabled.")
-        _check_ip(token.limits, client_ip, f"token '{token.name}'")
-        if user is not None:
-            _check_ip(user.limits, client_ip, f"user '{user.name}'")
+        if token.limits.ip_allow is not None:
+            _check_ip(token.limits.ip_allow, client_ip, f"token '{token.name}'")
+        if user is not None and user.limits.ip_allow is not None:
+            _check_ip(user.limits.ip_allow, client_ip, f"user '{user.name}'")
         now = self._clock()
         if user is None and token.quota_micro_usd is None and token.limits == _NO_LIMITS:
             # Nobody pays and nothing limits this token: record the cost, hold nothing.
@@ -256,14 +257,12 @@ def _rates(checks: list[Check], limits: Limits, who: str, name: str) -> None:
         checks.append(Check("tpm", f"tpm:{who}", limits.tpm, f"the tokens-per-minute limit of {name}"))
 
 
-def _check_ip(limits: Limits, client_ip: str | None, name: str) -> None:
-    if limits.ip_allow is None:
-        return
+def _check_ip(allowed: tuple[str, ...], client_ip: str | None, name: str) -> None:
     try:
         addr = ipaddress.ip_address(client_ip or "")
     except ValueError:
         addr = None
-    if addr is None or not any(addr in net for net in _networks(limits.ip_allow)):
+    if addr is None or not any(addr in net for net in _networks(allowed)):
         raise GatewayError(
             Kind.IP_NOT_ALLOWED,
             f"Requests from {client_ip or 'an unknown address'} are not allowed for {name}.",
