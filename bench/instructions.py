@@ -31,13 +31,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from harness.config import BILLED_TOKEN, TOKEN, write_config
+from loadgen import CHAT_BODY
 from upstream import chat_completion_body
 
-BODY = (
-    b'{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},'
-    b'{"role":"user","content":"Say hello to the benchmark."}],"temperature":0.2,"max_tokens":64}'
-)  # chat.lua's
+BODY = orjson.dumps(CHAT_BODY)  # the same bytes as chat.lua's
 TOKENS = {"unbilled": TOKEN, "billed": BILLED_TOKEN}
 _JSON = chat_completion_body("gpt-4o-mini")
 WARM_UP = 300
@@ -77,10 +77,6 @@ class _CannedTransport:
         return None
 
 
-class _Headers(dict[str, str]):
-    pass
-
-
 class _Scope:
     proto = "http"
     method = "POST"
@@ -89,13 +85,11 @@ class _Scope:
     query_string = ""
 
     def __init__(self, token: str) -> None:
-        self.headers = _Headers(
-            {
-                "authorization": f"Bearer {token}",
-                "content-type": "application/json",
-                "content-length": str(len(BODY)),
-            }
-        )
+        self.headers = {
+            "authorization": f"Bearer {token}",
+            "content-type": "application/json",
+            "content-length": str(len(BODY)),
+        }
 
 
 class _Protocol:
